@@ -1,0 +1,87 @@
+# Entry points for makers and developers. `make demo` and `make test` do all set-up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYBAMM_DISABLE_TELEMETRY := true
+export MPLBACKEND := Agg
+
+.PHONY: setup apt demo test lint bench bench-accuracy bench-speed bench-telemetry \
+        calibration firmware unix-port deploy clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+apt:
+	tools/apt-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/bms-host demo --out out/demo
+
+test: $(STAMP) apt
+	$(BIN)/ruff check host_tools device boards tests
+	$(BIN)/pytest
+
+bench: bench-accuracy bench-speed bench-telemetry
+
+bench-accuracy: $(STAMP)
+	$(BIN)/bms-host bench accuracy
+
+bench-speed: $(STAMP) apt
+	$(BIN)/bms-host bench speed
+
+bench-telemetry: $(STAMP) apt
+	$(BIN)/bms-host bench telemetry
+
+calibration: $(STAMP)
+	$(BIN)/bms-host synth --cell lgm50 --out data/lgm50
+	$(BIN)/bms-host fit data/lgm50 --out calibration/lgm50.json
+	$(BIN)/bms-host synth --cell lfp --out data/lfp
+	$(BIN)/bms-host fit data/lfp --out calibration/lfp.json
+
+# ---- Firmware with ulab and the native filter (device/native). Uses your own MicroPython
+# and ulab checkouts and downloads nothing: fetch the port's submodules (and, for ESP32,
+# source ESP-IDF's export.sh) beforehand. CI never builds firmware.
+BOARD ?= RPI_PICO
+USERMODS := $(CURDIR)/build/usercmodules
+UNIX_BUILD := build-bms-f32
+
+define need_checkouts
+	@test -n "$(MPY_DIR)" -a -n "$(ULAB_DIR)" || { echo "$@ needs MPY_DIR=<micropython checkout> and ULAB_DIR=<ulab checkout>, e.g. make $@ MPY_DIR=~/micropython ULAB_DIR=~/ulab" >&2; exit 2; }
+	@test -f "$(MPY_DIR)/py/mkrules.mk" || { echo "MPY_DIR=$(MPY_DIR) is not a MicroPython checkout (no py/mkrules.mk): point it at the folder you cloned micropython into" >&2; exit 2; }
+	@test -f "$(ULAB_DIR)/code/micropython.cmake" || { echo "ULAB_DIR=$(ULAB_DIR) is not a ulab checkout (no code/micropython.cmake): point it at the folder you cloned micropython-ulab into" >&2; exit 2; }
+endef
+
+firmware:
+	$(need_checkouts)
+	$(MAKE) -C "$(MPY_DIR)/mpy-cross"
+	@case "$(BOARD)" in \
+	  RPI_PICO*) port=rp2; img=firmware.uf2 ;; \
+	  ESP32*) port=esp32; img=firmware.bin; \
+	    command -v idf.py >/dev/null || { echo "BOARD=$(BOARD) needs ESP-IDF: source <esp-idf>/export.sh first" >&2; exit 2; } ;; \
+	  *) echo "BOARD=$(BOARD) is not supported here: use RPI_PICO or ESP32_GENERIC" >&2; exit 2 ;; \
+	esac; \
+	ULAB_DIR="$(abspath $(ULAB_DIR))" $(MAKE) -C "$(MPY_DIR)/ports/$$port" BOARD=$(BOARD) \
+	  USER_C_MODULES=$(CURDIR)/device/native/micropython.cmake && \
+	echo "firmware: $(abspath $(MPY_DIR))/ports/$$port/build-$(BOARD)/$$img"
+
+# A host `micropython` (unix port, float32 like the boards) with ulab and bms_native:
+# the unix port takes a folder whose subfolders hold micropython.mk, made here of links.
+unix-port:
+	$(need_checkouts)
+	rm -rf "$(USERMODS)" && mkdir -p "$(USERMODS)"
+	ln -s "$(abspath $(ULAB_DIR))/code" "$(USERMODS)/ulab"
+	ln -s "$(CURDIR)/device/native/bms_native" "$(USERMODS)/bms_native"
+	$(MAKE) -C "$(MPY_DIR)/mpy-cross"
+	$(MAKE) -C "$(MPY_DIR)/ports/unix" VARIANT=standard BUILD=$(UNIX_BUILD) \
+	  USER_C_MODULES="$(USERMODS)" CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT
+	@echo "unix port: $(abspath $(MPY_DIR))/ports/unix/$(UNIX_BUILD)/micropython"
+	@echo "test with: BMS_MICROPYTHON=$(abspath $(MPY_DIR))/ports/unix/$(UNIX_BUILD)/micropython make test"
+
+clean:
+	rm -rf build out .pytest_cache

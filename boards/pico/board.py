@@ -1,0 +1,84 @@
+# Raspberry Pi Pico (RP2040) pin map and driver set-up. `machine` is imported only inside
+# make_board() so this module also imports on the host.
+from bms import sensors
+from drivers import ads1115, fet, ina226, ina228, ntc
+
+PINS = {
+    "i2c_id": 0, "sda": 4, "scl": 5, "i2c_hz": 400000,
+    "charge_fet": 14, "discharge_fet": 15,
+    "ntc_adc": (26, 27, 28),           # ADC0..ADC2, the Pico's only free analog inputs
+    "bleed": (6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 2),
+}
+
+CONFIG = {
+    "series_cells": 4,
+    "current_monitor": "ina226",       # or "ina228"
+    "current_addr": 0x40,
+    "shunt_ohm": 0.002,
+    "max_current_a": None,             # None: the monitor's full scale
+    "invert_current": False,           # True if discharge flows IN- to IN+
+    "ads_addrs": (0x48, 0x49, 0x4A, 0x4B),   # four taps each, AIN0..AIN3
+    "ads_fsr_v": 4.096,
+    "tap_ratios": None,                # None: tap k divided so 4.5 V per cell fits 4.0 V
+    "n_ntc": 2,
+    "ntc_r0_ohm": 10000.0, "ntc_t0_c": 25.0, "ntc_beta": 3950.0, "ntc_fixed_ohm": 10000.0,
+    "cell_temp": None,                 # None: cells spread evenly over the NTCs
+    "fet_active_high": True,
+    "bleed_active_high": True,
+}
+
+
+def settings(config=None, pins=None):
+    """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
+    c, p = dict(CONFIG), dict(PINS)
+    for src, dst, what in ((config, c, "config"), (pins, p, "pins")):
+        for k in src or {}:
+            if k not in dst:
+                raise ValueError("board: unknown %s key '%s' (known: %s)"
+                                 % (what, k, ", ".join(sorted(dst))))
+            dst[k] = src[k]
+    n = c["series_cells"]
+    if not 1 <= n <= min(16, 4 * len(c["ads_addrs"]), len(p["bleed"])):
+        raise ValueError("board: series_cells must be 1..%d with %d ADS1115 and %d bleed pins"
+                         % (min(16, 4 * len(c["ads_addrs"]), len(p["bleed"])),
+                            len(c["ads_addrs"]), len(p["bleed"])))
+    if not 1 <= c["n_ntc"] <= len(p["ntc_adc"]):
+        raise ValueError("board: n_ntc must be 1..%d on this board" % len(p["ntc_adc"]))
+    return c, p
+
+
+def build(i2c, read_u16s, pin, config=None, pins=None):
+    """Drivers on a given bus, NTC read_u16 callables and pin(number, active_high) factory;
+    make_board() passes machine's, tests pass simulated ones."""
+    c, p = settings(config, pins)
+    n = c["series_cells"]
+    mon = ina228.INA228 if c["current_monitor"] == "ina228" else ina226.INA226
+    current = mon(i2c, c["current_addr"], c["shunt_ohm"], c["max_current_a"],
+                  invert=c["invert_current"])
+    adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
+    ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
+    taps = [ads1115.Tap(adcs[k // 4], k % 4, ratios[k]) for k in range(n)]
+    model = ntc.Beta(c["ntc_r0_ohm"], c["ntc_t0_c"], c["ntc_beta"])
+    temps = [ntc.Ntc(read_u16s[k], model, c["ntc_fixed_ohm"]) for k in range(c["n_ntc"])]
+    hi, bhi = c["fet_active_high"], c["bleed_active_high"]
+    b = sensors.Board(current, taps, temps, c["cell_temp"], True,
+                      fet.Fet(pin(p["charge_fet"], hi), hi, "charge"),
+                      fet.Fet(pin(p["discharge_fet"], hi), hi, "discharge"),
+                      fet.FetBank([pin(x, bhi) for x in p["bleed"][:n]], bhi),
+                      "pico")
+    b.i2c = i2c
+    return b
+
+
+def make_board(config=None, pins=None):
+    import machine
+    c, p = settings(config, pins)
+    i2c = machine.I2C(p["i2c_id"], sda=machine.Pin(p["sda"]), scl=machine.Pin(p["scl"]),
+                      freq=p["i2c_hz"])
+    reads = [machine.ADC(machine.Pin(x)).read_u16 for x in p["ntc_adc"][:c["n_ntc"]]]
+
+    def pin(x, active_high):
+        # created in the off state, before any driver touches it
+        return machine.Pin(x, machine.Pin.OUT, value=0 if active_high else 1)
+
+    return build(i2c, reads, pin, config, pins)

@@ -1,0 +1,164 @@
+# Equivalent-circuit + two-node thermal cell model (the reference all backends follow).
+#
+# Electrical: OCV(soc, T) - R0*i - v1 - v2, two RC pairs, all parameters bilinear in
+# (soc, T) from the calibration tables, T being the core temperature.
+# Thermal: core (C_core) -- R_cs -- surface (C_surf) -- R_sa -- ambient; heat is the
+# irreversible loss i*(OCV - V) = i*(R0*i + v1 + v2). The surface node is fast (a few
+# seconds), so it is integrated with backward Euler, which is stable for any dt.
+#
+# Discrete time, zero-order hold: the current of sample k is applied over (t_{k-1}, t_k].
+#
+# Parameters travel as one flat float array so that the python, ulab and C backends
+# share them without conversion:
+#   [0] n_soc  [1] n_temp  [2] capacity_as  [3] c_core  [4] c_surf  [5] r_cs  [6] r_sa
+#   [7] r0_scale (online resistance factor from RLS; 1.0 = as calibrated)
+#   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
+#   rows of n_soc values.
+import math
+
+N_SOC = 0
+N_TEMP = 1
+CAP_AS = 2
+C_CORE = 3
+C_SURF = 4
+R_CS = 5
+R_SA = 6
+R0_SCALE = 7
+HEADER = 8
+
+# Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
+TABLES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s")
+OCV, R0, R0C, R1, TAU1, R2, TAU2 = range(7)
+NTAB = 7
+
+
+def size(n_soc, n_temp):
+    return HEADER + n_soc + n_temp + NTAB * n_soc * n_temp
+
+
+def pack(cal, capacity_ah=None):
+    """Flat parameter list from a validated calibration dict."""
+    tab = cal["tables"]
+    th = cal["thermal"]
+    soc = tab["soc"]
+    temp = tab["temp_c"]
+    cap = capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"]
+    p = [float(len(soc)), float(len(temp)), cap * 3600.0, th["c_core_j_per_k"],
+         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0]
+    p.extend(float(v) for v in soc)
+    p.extend(float(v) for v in temp)
+    for name in TABLES:
+        rows = tab.get(name)
+        if rows is None and name == "r0c_ohm":
+            rows = tab["r0_ohm"]
+        for row in rows:
+            p.extend(float(v) for v in row)
+    return p
+
+
+def _bracket(p, start, n, x):
+    # Index j and weight w so that x ~ grid[j]*(1-w) + grid[j+1]*w, clamped at the ends.
+    if n == 1:
+        return 0, 0.0
+    if x <= p[start]:
+        return 0, 0.0
+    if x >= p[start + n - 1]:
+        return n - 2, 1.0
+    j = 0
+    while p[start + j + 1] < x:
+        j += 1
+    g0 = p[start + j]
+    return j, (x - g0) / (p[start + j + 1] - g0)
+
+
+def lookup(p, soc, temp_c, out):
+    """Bilinear lookup of all tables at (soc, temp_c) into out[0:NTAB]."""
+    ns = int(p[N_SOC])
+    nt = int(p[N_TEMP])
+    i, ws = _bracket(p, HEADER, ns, soc)
+    j, wt = _bracket(p, HEADER + ns, nt, temp_c)
+    i1 = i + 1 if ns > 1 else i
+    j1 = j + 1 if nt > 1 else j
+    base = HEADER + ns + nt
+    a = (1.0 - ws) * (1.0 - wt)
+    b = ws * (1.0 - wt)
+    c = (1.0 - ws) * wt
+    d = ws * wt
+    r00 = j * ns + i
+    r01 = j * ns + i1
+    r10 = j1 * ns + i
+    r11 = j1 * ns + i1
+    step = ns * nt
+    for k in range(NTAB):
+        o = base + k * step
+        out[k] = a * p[o + r00] + b * p[o + r01] + c * p[o + r10] + d * p[o + r11]
+    return out
+
+
+def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab):
+    """Advance one sample. tab is a scratch list of NTAB floats (filled here).
+    Returns (soc, v1, v2, tc, ts)."""
+    lookup(p, soc, tc, tab)
+    a1 = math.exp(-dt_s / tab[TAU1])
+    a2 = math.exp(-dt_s / tab[TAU2])
+    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
+    heat_w = i_a * (r0 * i_a + v1 + v2)
+    v1 = a1 * v1 + tab[R1] * (1.0 - a1) * i_a
+    v2 = a2 * v2 + tab[R2] * (1.0 - a2) * i_a
+    soc = soc - i_a * dt_s / p[CAP_AS]
+    # Backward Euler on the two thermal nodes: a 2x2 linear solve.
+    g1 = 1.0 / p[R_CS]
+    g2 = 1.0 / p[R_SA]
+    kc = p[C_CORE] / dt_s
+    ks = p[C_SURF] / dt_s
+    a11 = kc + g1
+    a22 = ks + g1 + g2
+    b1 = kc * tc + heat_w
+    b2 = ks * ts + g2 * ta_c
+    det = a11 * a22 - g1 * g1
+    tc_new = (b1 * a22 + g1 * b2) / det
+    ts_new = (a11 * b2 + g1 * b1) / det
+    return soc, v1, v2, tc_new, ts_new
+
+
+def voltage(p, soc, v1, v2, tc, i_a, tab):
+    """Terminal voltage at the state (after step) for current i_a."""
+    lookup(p, soc, tc, tab)
+    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
+    return tab[OCV] - v1 - v2 - r0 * i_a
+
+
+def ocv(p, soc, temp_c, tab):
+    lookup(p, soc, temp_c, tab)
+    return tab[OCV]
+
+
+def soc_from_ocv(p, v, temp_c, tab):
+    """Invert OCV(soc) at temp_c by bisection (OCV is increasing in soc)."""
+    lo = p[HEADER]
+    hi = p[HEADER + int(p[N_SOC]) - 1]
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if ocv(p, mid, temp_c, tab) < v:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+class Simulator:
+    """Open-loop simulation of the calibrated model (bms-host simulate, the sim plant)."""
+
+    def __init__(self, p, soc, temp_c):
+        self.p = p
+        self.tab = [0.0] * NTAB
+        self.soc = soc
+        self.v1 = 0.0
+        self.v2 = 0.0
+        self.tc = temp_c
+        self.ts = temp_c
+
+    def step(self, i_a, ta_c, dt_s):
+        self.soc, self.v1, self.v2, self.tc, self.ts = step(
+            self.p, self.soc, self.v1, self.v2, self.tc, self.ts, i_a, ta_c, dt_s, self.tab)
+        return voltage(self.p, self.soc, self.v1, self.v2, self.tc, i_a, self.tab)

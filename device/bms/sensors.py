@@ -1,0 +1,260 @@
+# Board-independent acquisition: read the board's drivers into buffers made once,
+# validate every channel and stamp the sample. Protection acts on the statuses.
+from array import array
+
+OK = 0
+MISSING = 1   # the driver raised OSError (device unplugged, bus error)
+NAN = 2
+RANGE = 3     # outside what the sensor or a Li-ion cell can physically show
+STUCK = 4     # bit-identical for stuck_n samples while the rest of its group changes
+OPEN = 5      # open cell tap (reads near 0 V) or open thermistor
+SHORT = 6     # shorted thermistor
+STATUS = ("OK", "MISSING", "NAN", "RANGE", "STUCK", "OPEN", "SHORT")
+
+DEFAULTS = {
+    "cell_open_v": 0.5,
+    "cell_max_v": 5.0,
+    "current_max_a": 1000.0,
+    "temp_min_c": -40.0,
+    "temp_max_c": 125.0,
+    "stuck_n": 500,          # 5 s at a 10 ms tick; 0 disables stuck detection
+    "stuck_flow_a": 0.5,     # the current channel is only judged stuck above this
+}
+_NAN_F = float("nan")
+_REP_MAX = 65535
+
+
+def _config(base, config, what):
+    cfg = dict(base)
+    if config:
+        for k in config:
+            if k not in base:
+                raise ValueError("%s: unknown config key '%s' (known: %s)"
+                                 % (what, k, ", ".join(sorted(base))))
+            cfg[k] = config[k]
+    return cfg
+
+
+class Board:
+    """What a board provides to the BMS.
+
+    current: object with read_current_a() (positive on discharge; OSError when missing).
+    taps: one object per series cell with read_v(); stacked=True means tap k is measured
+    against pack negative (cell k = tap k - tap k-1), False means across cell k directly.
+    temps: objects with read_c() (NaN and .fault set on open/short, OSError when missing).
+    cell_temp: for each cell, the index of the temperature sensor nearest to it.
+    """
+
+    def __init__(self, current, taps, temps, cell_temp=None, stacked=True, charge_fet=None,
+                 discharge_fet=None, bleeders=None, name="board"):
+        n = len(taps)
+        if n < 1 or n > 16:
+            raise ValueError("board: %d cell taps given, this BMS handles 1 to 16 series "
+                             "cells" % n)
+        if len(temps) < 1:
+            raise ValueError("board: no temperature sensor given; protection needs at least "
+                             "one to block charging below 0 degC")
+        if cell_temp is None:
+            cell_temp = [k * len(temps) // n for k in range(n)]
+        if len(cell_temp) != n:
+            raise ValueError("board: cell_temp must name one temperature sensor per cell "
+                             "(%d cells)" % n)
+        for t in cell_temp:
+            if not 0 <= t < len(temps):
+                raise ValueError("board: cell_temp refers to sensor %r but there are %d "
+                                 "temperature sensors" % (t, len(temps)))
+        self.current = current
+        self.taps = list(taps)
+        self.temps = list(temps)
+        self.cell_temp = bytes(cell_temp)
+        self.stacked = stacked
+        self.charge_fet = charge_fet
+        self.discharge_fet = discharge_fet
+        self.bleeders = bleeders
+        self.name = name
+        self.n_cells = n
+        self.n_temps = len(temps)
+
+
+class Sample:
+    """One acquisition, updated in place. Statuses use the codes above; t_ms is None until
+    the first read."""
+
+    def __init__(self, n_cells, n_temps, cell_temp):
+        self.n_cells = n_cells
+        self.n_temps = n_temps
+        self.cell_v = array("f", [0.0] * n_cells)
+        self.cell_st = bytearray([MISSING] * n_cells)
+        self.temp_c = array("f", [0.0] * n_temps)
+        self.temp_st = bytearray([MISSING] * n_temps)
+        self.cell_temp = bytes(cell_temp)
+        self.current_a = _NAN_F
+        self.current_st = MISSING
+        self.t_ms = None
+        self.seq = 0
+
+    def cell_temp_c(self, k):
+        return self.temp_c[self.cell_temp[k]]
+
+    def all_ok(self):
+        if self.t_ms is None or self.current_st:
+            return False
+        for st in self.cell_st:
+            if st:
+                return False
+        for st in self.temp_st:
+            if st:
+                return False
+        return True
+
+
+def _stuck(rep, st, k, n_stuck):
+    """rep[k] repeated while most other valid channels of the group changed lately."""
+    others = 0
+    moving = 0
+    for j in range(len(rep)):
+        if j != k and st[j] == OK:
+            others += 1
+            if rep[j] < n_stuck:
+                moving += 1
+    return others > 0 and 2 * moving > others
+
+
+class Sensors:
+    def __init__(self, board, config=None):
+        self.cfg = _config(DEFAULTS, config, "sensors")
+        self.board = board
+        n, m = board.n_cells, board.n_temps
+        self.sample = Sample(n, m, board.cell_temp)
+        self._tap_v = array("f", [0.0] * n)
+        self._tap_st = bytearray(n)
+        self._last_v = array("f", [0.0] * n)
+        self._rep_v = array("H", [0] * n)
+        self._last_t = array("f", [0.0] * m)
+        self._rep_t = array("H", [0] * m)
+        self._last_i = _NAN_F
+        self._rep_i = 0
+
+    def read(self, now_ms):
+        """Acquire everything, validate, stamp with now_ms; returns the Sample."""
+        s = self.sample
+        self._cells(s)
+        self._current(s)
+        self._temps(s)
+        s.t_ms = now_ms
+        s.seq += 1
+        return s
+
+    def _current(self, s):
+        cfg = self.cfg
+        try:
+            i = self.board.current.read_current_a()
+        except OSError:
+            s.current_a = _NAN_F
+            s.current_st = MISSING
+            self._rep_i = 0
+            return
+        st = OK
+        if i != i:
+            st = NAN
+        elif i > cfg["current_max_a"] or i < -cfg["current_max_a"]:
+            st = RANGE
+        elif i == self._last_i:
+            if self._rep_i < _REP_MAX:
+                self._rep_i += 1
+        else:
+            self._rep_i = 0
+        self._last_i = i
+        n_stuck = cfg["stuck_n"]
+        if st == OK and n_stuck and self._rep_i >= n_stuck and abs(i) >= cfg["stuck_flow_a"]:
+            # a flowing current always shows noise; cells moving confirms current flows
+            if _stuck(self._rep_v, s.cell_st, -1, n_stuck):
+                st = STUCK
+        s.current_a = i
+        s.current_st = st
+
+    def _cells(self, s):
+        cfg = self.cfg
+        taps, tv, ts = self.board.taps, self._tap_v, self._tap_st
+        n = len(taps)
+        for k in range(n):
+            try:
+                v = taps[k].read_v()
+                ts[k] = OK if v == v else NAN
+            except OSError:
+                v = _NAN_F
+                ts[k] = MISSING
+            tv[k] = v
+        stacked = self.board.stacked
+        cv, cst, last, rep = s.cell_v, s.cell_st, self._last_v, self._rep_v
+        lo, hi = cfg["cell_open_v"], cfg["cell_max_v"]
+        for k in range(n):
+            st = ts[k]
+            if stacked and k:
+                st = st or ts[k - 1]
+                cv[k] = tv[k] - tv[k - 1]
+            else:
+                cv[k] = tv[k]
+            v = cv[k]
+            if st == OK:
+                if v < lo:
+                    st = OPEN
+                elif v > hi:
+                    st = RANGE
+            if st == OK:
+                if v == last[k]:
+                    if rep[k] < _REP_MAX:
+                        rep[k] += 1
+                else:
+                    rep[k] = 0
+                last[k] = v
+            else:
+                rep[k] = 0
+            cst[k] = st
+        n_stuck = cfg["stuck_n"]
+        if n_stuck:
+            for k in range(n):
+                if cst[k] == OK and rep[k] >= n_stuck and _stuck(rep, cst, k, n_stuck):
+                    cst[k] = STUCK
+
+    def _temps(self, s):
+        cfg = self.cfg
+        temps, tc, tst, last, rep = self.board.temps, s.temp_c, s.temp_st, self._last_t, \
+            self._rep_t
+        lo, hi = cfg["temp_min_c"], cfg["temp_max_c"]
+        for k in range(len(temps)):
+            dev = temps[k]
+            try:
+                t = dev.read_c()
+            except OSError:
+                t = _NAN_F
+                tst[k] = MISSING
+                tc[k] = t
+                rep[k] = 0
+                continue
+            fault = getattr(dev, "fault", 0)
+            if fault:
+                st = OPEN if fault == 1 else SHORT
+            elif t != t:
+                st = NAN
+            elif t < lo or t > hi:
+                st = RANGE
+            else:
+                st = OK
+            tc[k] = t
+            if st == OK:
+                t = tc[k]
+                if t == last[k]:
+                    if rep[k] < _REP_MAX:
+                        rep[k] += 1
+                else:
+                    rep[k] = 0
+                last[k] = t
+            else:
+                rep[k] = 0
+            tst[k] = st
+        n_stuck = self.cfg["stuck_n"]
+        if n_stuck:
+            for k in range(len(temps)):
+                if tst[k] == OK and rep[k] >= n_stuck and _stuck(rep, tst, k, n_stuck):
+                    tst[k] = STUCK

@@ -1,0 +1,77 @@
+# State of power: the largest constant current for a horizon that keeps the predicted
+# terminal voltage inside the limits, SOC inside its window and the core temperature
+# under its limit, capped by the cell's rated current.
+#
+# Over a horizon T the model is linear in the current except for OCV(soc); linearising
+# OCV at the present SOC gives a closed form, and one correction with the full model
+# at that current removes most of the linearisation error. Cheap enough for every cell.
+import math
+
+from bms import model
+
+HORIZONS_S = (2.0, 10.0, 30.0)
+
+
+def _predict(p, st, i_a, ta_c, horizon_s, tab):
+    soc, v1, v2, tc, ts = model.step(p, st[0], st[1], st[2], st[3], st[4], i_a, ta_c,
+                                     horizon_s, tab)
+    return model.voltage(p, soc, v1, v2, tc, i_a, tab), soc, tc
+
+
+def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, tab):
+    """Largest magnitude of current in direction sign (+1 discharge, -1 charge)."""
+    soc, v1, v2, tc = st[0], st[1], st[2], st[3]
+    model.lookup(p, soc, tc, tab)
+    r0 = (tab[model.R0] if sign > 0 else tab[model.R0C]) * p[model.R0_SCALE]
+    a1 = math.exp(-horizon_s / tab[model.TAU1])
+    a2 = math.exp(-horizon_s / tab[model.TAU2])
+    ds = 0.01
+    hi_soc = soc + ds if soc + ds <= 1.0 else soc
+    lo_soc = hi_soc - 2 * ds if hi_soc - 2 * ds >= 0.0 else 0.0
+    slope = (model.ocv(p, hi_soc, tc, tab) - model.ocv(p, lo_soc, tc, tab)) / (hi_soc - lo_soc)
+    model.lookup(p, soc, tc, tab)
+    ocv0 = tab[model.OCV]
+    rc0 = v1 * a1 + v2 * a2
+    # Voltage after T at current I (discharge positive):
+    #   V = ocv0 - slope*I*T/Q - rc0 - (R1(1-a1) + R2(1-a2) + r0) I
+    r_eff = r0 + tab[model.R1] * (1.0 - a1) + tab[model.R2] * (1.0 - a2) \
+        + slope * horizon_s / p[model.CAP_AS]
+    if r_eff <= 0.0:
+        return 0.0
+    i = sign * (ocv0 - rc0 - v_lim) / r_eff
+    if i <= 0.0:
+        return 0.0
+    i = min(i, i_rated)
+    # One correction with the full model (tables vary with SOC over the horizon).
+    v, _, _ = _predict(p, st, sign * i, ta_c, horizon_s, tab)
+    err = sign * (v - v_lim)  # > 0: margin left
+    i = i + err / r_eff
+    # SOC window.
+    i_soc = sign * (soc - soc_lim) * p[model.CAP_AS] / horizon_s
+    if i_soc < i:
+        i = i_soc
+    # Core temperature: heat grows as I^2; scale the predicted rise to the limit.
+    if t_core_max is not None and i > 0.0:
+        _, _, tc_i = _predict(p, st, sign * i, ta_c, horizon_s, tab)
+        _, _, tc_0 = _predict(p, st, 0.0, ta_c, horizon_s, tab)
+        rise = tc_i - tc_0
+        room = t_core_max - tc_0
+        if room <= 0.0:
+            return 0.0
+        if rise > room:
+            i = i * math.sqrt(room / rise)
+    if i < 0.0:
+        return 0.0
+    return i if i < i_rated else i_rated
+
+
+def limits(p, st, ta_c, lim, horizon_s, tab, soc_min=0.0, soc_max=1.0):
+    """(discharge_max_a, charge_max_a) for one horizon. st = (soc, v1, v2, tc, ts) in
+    physical units; lim is the calibration's limits dict."""
+    i_dis = _limit(p, st, ta_c, horizon_s, 1.0, lim["v_min"], soc_min,
+                   lim["i_discharge_max_a"], lim.get("t_core_max_c"), tab)
+    i_chg = _limit(p, st, ta_c, horizon_s, -1.0, lim["v_max"], soc_max,
+                   lim["i_charge_max_a"], lim.get("t_core_max_c"), tab)
+    if st[3] < lim.get("t_charge_min_c", 0.0) or st[3] > lim.get("t_charge_max_c", 45.0):
+        i_chg = 0.0
+    return i_dis, i_chg

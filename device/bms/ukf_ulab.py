@@ -1,0 +1,262 @@
+# UKF step vectorised over the 13 sigma points with ulab (numpy stands in under CPython).
+# It follows bms.ukf (the reference) step for step: same scaled state, weights, gating,
+# adaptive voltage noise, diagonal floor, jitter retry, SOC clamp and status codes.
+#
+# Restricted to ulab's numpy subset: no `@`, no out=, no fancy or boolean-mask indexing,
+# no linalg.solve; only dense slices, views (reshape/transpose) and broadcasting.
+#
+# Layout: the 13 sigma points are the columns of one 8 x 13 buffer (rows 0-5 the state,
+# row 6 predicted voltage mV, row 7 predicted surface temperature), so one np.dot gives
+# all means and one more gives Pxx, Pxz and Pzz together.
+#
+# Bilinear lookup without fancy indexing: the hat function w_i(s) (= interp(s, grid, e_i))
+# is the weight of grid node i, clamped at the ends exactly like model._bracket. The
+# products of the soc and temperature weights for all sigma points form a
+# (n_temp*n_soc) x 13 matrix, and one np.dot with the 7 flat tables gives every value.
+import math
+
+try:
+    from ulab import numpy as np
+    _ULAB = True
+except ImportError:
+    try:
+        import numpy as np
+    except ImportError:
+        raise ImportError("the ulab filter backend needs ulab (in the firmware) or numpy "
+                          "(on a PC); use the python backend instead")
+    _ULAB = False
+
+from bms import model, ukf
+
+NX = ukf.NX
+NSIG = ukf.NSIG
+NROW = NX + ukf.NZ
+_VROW = NX
+_TROW = NX + 1
+_DIAG = slice(0, NX * NX, NX + 1)  # the diagonal of a flat row-major NX x NX matrix
+
+
+def _finite(v):
+    return v == v and -1e30 < v < 1e30
+
+
+class Backend:
+    name = "ulab"
+
+    def __init__(self, float64=False):
+        # Device: ulab's float (float32 on rp2/esp32). CPython: float32 to mimic the
+        # board, or float64 (float64=True) to cross-check against the reference.
+        if _ULAB:
+            self.dtype = np.float
+        else:
+            self.dtype = np.float64 if float64 else np.float32
+        dt = self.dtype
+        self.XZ = np.zeros((NROW, NSIG), dtype=dt)
+        self.wcol = np.zeros((NSIG, 1), dtype=dt)
+        self.wrow = np.zeros(NSIG, dtype=dt)
+        w0, wi, self.gamma = ukf.weights()
+        for s in range(NSIG):
+            w = w0 if s == 0 else wi
+            self.wcol[s, 0] = w
+            self.wrow[s] = w
+        self.KT = np.zeros((ukf.NZ, NX), dtype=dt)
+        self.ns = 0
+        self.nt = 0
+
+    def alloc(self, values):
+        return np.array([float(v) for v in values], dtype=self.dtype)
+
+    # -- lookup -------------------------------------------------------------------
+    def _shape(self, ns, nt):
+        # Buffers that depend on the calibration's grid size: made again only if it changes.
+        dt = self.dtype
+        self.ns = ns
+        self.nt = nt
+        self.ramp_s = np.zeros(ns, dtype=dt)     # node numbers 0..n-1, as xp values
+        self.node_s = np.zeros((ns, 1), dtype=dt)  # the same as a column
+        self.ramp_t = np.zeros(nt, dtype=dt)
+        self.node_t = np.zeros((nt, 1), dtype=dt)
+        for i in range(ns):
+            self.ramp_s[i] = i
+            self.node_s[i, 0] = i
+        for j in range(nt):
+            self.ramp_t[j] = j
+            self.node_t[j, 0] = j
+        self.W2 = np.zeros((nt * ns, NSIG), dtype=dt)
+
+    def _hat(self, v, p, start, n, ramp, node):
+        # Weights of the n grid nodes at each value of v (n x NSIG): interp gives the
+        # fractional node position f (clamped at the ends like model._bracket), and node
+        # i weighs max(0, 1 - |f - i|). One interp call instead of one per node.
+        if n == 1:  # ulab's interp needs two grid points; one point has weight 1
+            return np.ones((1, NSIG), dtype=self.dtype)
+        f = np.interp(v, p[start:start + n], ramp)
+        return np.maximum(1.0 - abs(f - node), 0.0)
+
+    def lookup(self, p, soc, temp_c):
+        """All NTAB tables at the sigma points (soc, temp_c: 1-D arrays of equal
+        length NSIG): an NTAB x NSIG array, row k = table k (model.TABLES order)."""
+        ns = int(p[model.N_SOC])
+        nt = int(p[model.N_TEMP])
+        if ns != self.ns or nt != self.nt:
+            self._shape(ns, nt)
+        h = model.HEADER
+        Ws = self._hat(soc, p, h, ns, self.ramp_s, self.node_s)
+        Wt = self._hat(temp_c, p, h + ns, nt, self.ramp_t, self.node_t)
+        # Bilinear weight of node (j, i) = Wt[j] * Ws[i], in the tables' flat order.
+        W2 = self.W2
+        for j in range(nt):
+            W2[j * ns:(j + 1) * ns] = Ws * Wt[j]
+        base = h + ns + nt
+        tabm = p[base:base + model.NTAB * nt * ns].reshape((model.NTAB, nt * ns))
+        return np.dot(tabm, W2)
+
+    # -- filter step --------------------------------------------------------------
+    def _chol(self, Pm):
+        # ulab's cholesky rejects asymmetry above ~1e-7 (absolute): symmetrise first.
+        try:
+            L = np.linalg.cholesky((Pm + Pm.transpose()) * 0.5)
+        except (ValueError, ArithmeticError):
+            return None
+        # ulab lets a NaN pivot through (it only tests sum <= 0).
+        s = np.sum(L)
+        return L if _finite(s) else None
+
+    def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
+        n = NX
+        XZ = self.XZ
+        Pm = P.reshape((n, n))
+        L = self._chol(Pm)
+        if L is None:
+            for k in range(n):
+                P[k * n + k] += 1e-6 + 1e-4 * P[k * n + k]
+            L = self._chol(Pm)
+            if L is None:
+                out[4] = ukf.ERR_NOT_PD
+                return ukf.ERR_NOT_PD
+        # Sigma points: column 0 the mean, columns 1..n mean + gamma*L[:, s-1], then minus.
+        xc = x.reshape((n, 1))
+        gL = L * self.gamma
+        XZ[0:n, 0:1] = xc
+        XZ[0:n, 1:n + 1] = xc + gL
+        XZ[0:n, n + 1:2 * n + 1] = xc - gL
+        self._propagate(p, i_a, ta_c, dt_s)
+        # Means and the joint covariance of state and measurement (weights all positive).
+        m = np.dot(XZ, self.wcol)
+        D = XZ - m
+        C = np.dot(D * self.wrow, D.transpose())
+        Pm[:, :] = C[0:n, 0:n]
+        q = cfg[0:n]
+        P[_DIAG] = P[_DIAG] + q * q * dt_s
+        zv = m[_VROW, 0]
+        zt = m[_TROW, 0]
+        svv = C[_VROW, _VROW]
+        svt = C[_VROW, _TROW]
+        stt = C[_TROW, _TROW]
+        out[0] = zv / 1000.0
+        out[1] = zt
+        rv = cfg[10]
+        rt = cfg[7] * cfg[7]
+        use_v = _finite(v_meas)
+        use_t = _finite(ts_meas)
+        ev = (v_meas * 1000.0 - zv) if use_v else 0.0
+        et = (ts_meas - zt) if use_t else 0.0
+        out[2] = ev
+        # Gate: clip a voltage innovation far outside the predicted spread.
+        gate = cfg[11] * math.sqrt(svv + rv)
+        if ev > gate:
+            ev = gate
+        elif ev < -gate:
+            ev = -gate
+        if not use_v:
+            svt = 0.0
+        s11 = svv + rv if use_v else 1.0
+        if not use_t:
+            svt = 0.0
+        s22 = stt + rt if use_t else 1.0
+        det = s11 * s22 - svt * svt
+        if not det > 0.0:
+            out[4] = ukf.ERR_NOT_PD
+            return ukf.ERR_NOT_PD
+        i11 = s22 / det
+        i22 = s11 / det
+        i12 = -svt / det
+        out[3] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et)
+        # K = Pxz S^-1 (rows of KT: the gain for voltage, for temperature); a missing
+        # measurement contributes a zero column, as in the reference.
+        pz = C[_VROW:_TROW + 1, 0:n]
+        KT = self.KT
+        a = i11 if use_v else 0.0
+        d = i22 if use_t else 0.0
+        b = i12 if (use_v and use_t) else 0.0
+        KT[0] = pz[0] * a + pz[1] * b
+        KT[1] = pz[0] * b + pz[1] * d
+        x[:] = m[0:n, 0] + KT[0] * ev + KT[1] * et
+        M = Pm - np.dot(KT.transpose(), pz)
+        Pm[:, :] = (M + M.transpose()) * 0.5
+        P[_DIAG] = np.maximum(P[_DIAG], q * q * 1e-2)
+        # Adaptive voltage noise: covariance matching on the innovation, bounded.
+        if use_v and cfg[9] > 0.0:
+            target = ev * ev - svv
+            lo = cfg[6] * cfg[6]
+            hi = cfg[8] * cfg[8]
+            rv = rv + cfg[9] * (target - rv)
+            cfg[10] = lo if rv < lo else (hi if rv > hi else rv)
+        if x[ukf.SOC] < -5.0:
+            x[ukf.SOC] = -5.0
+        elif x[ukf.SOC] > 105.0:
+            x[ukf.SOC] = 105.0
+        for k in range(n):
+            if not _finite(x[k]):
+                out[4] = ukf.ERR_NONFINITE
+                return ukf.ERR_NONFINITE
+        # NaN/inf anywhere makes the sum non-finite; the max bounds each entry.
+        aP = abs(P)
+        s = np.sum(aP)
+        if not (s == s and s < 1e38 and np.max(aP) < 1e30):
+            out[4] = ukf.ERR_NONFINITE
+            return ukf.ERR_NONFINITE
+        out[4] = ukf.OK
+        return ukf.OK
+
+    def _propagate(self, p, i_a, ta_c, dt_s):
+        """Model step and measurement prediction for all sigma points in XZ, in place."""
+        XZ = self.XZ
+        sc = ukf.SCALE
+        soc = XZ[ukf.SOC] / sc[ukf.SOC]
+        v1 = XZ[ukf.V1] / sc[ukf.V1]
+        v2 = XZ[ukf.V2] / sc[ukf.V2]
+        tc = XZ[ukf.TC]
+        ts = XZ[ukf.TS]
+        i = i_a - XZ[ukf.BIAS] / sc[ukf.BIAS]
+        dis = i >= 0.0
+        r0s = p[model.R0_SCALE]
+        tab = self.lookup(p, soc, tc)
+        a1 = np.exp(-dt_s / tab[model.TAU1])
+        a2 = np.exp(-dt_s / tab[model.TAU2])
+        r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
+        heat_w = i * (r0 * i + v1 + v2)
+        v1 = a1 * v1 + tab[model.R1] * (1.0 - a1) * i
+        v2 = a2 * v2 + tab[model.R2] * (1.0 - a2) * i
+        soc = soc - i * dt_s / p[model.CAP_AS]
+        # Backward Euler on the two thermal nodes (scalars shared by all sigma points).
+        g1 = 1.0 / p[model.R_CS]
+        g2 = 1.0 / p[model.R_SA]
+        kc = p[model.C_CORE] / dt_s
+        ks = p[model.C_SURF] / dt_s
+        a11 = kc + g1
+        a22 = ks + g1 + g2
+        b1 = kc * tc + heat_w
+        b2 = ks * ts + g2 * ta_c
+        det = a11 * a22 - g1 * g1
+        tc = (b1 * a22 + b2 * g1) / det
+        ts = (b1 * g1 + b2 * a11) / det
+        XZ[ukf.SOC] = soc * sc[ukf.SOC]
+        XZ[ukf.V1] = v1 * sc[ukf.V1]
+        XZ[ukf.V2] = v2 * sc[ukf.V2]
+        XZ[ukf.TC] = tc
+        XZ[ukf.TS] = ts
+        tab = self.lookup(p, soc, tc)
+        r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
+        XZ[_VROW] = (tab[model.OCV] - v1 - v2 - r0 * i) * 1000.0
+        XZ[_TROW] = ts

@@ -1,0 +1,150 @@
+"""bms-host sim: the simulated device, a real MicroPython on a pseudo-terminal.
+
+MicroPython (the unix port) runs the device code and boards/sim with the pty's master
+side as its console; the slave side is the "serial port" handed to mpremote. When the
+interpreter exits (a soft reset ends the unix port, or a test kills it) it is started
+again on the same port, as a board reboots; its flash is a folder that outlives it."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+
+from . import REPO, UserError
+from .mpy import micropython_binary, micropython_env
+
+HELP = "run the simulated device on a pseudo-terminal (prints `port: /dev/pts/N`)"
+
+
+def configure(p):
+    p.add_argument("--trace", help="trace CSV the simulated board plays (current, ambient)")
+    p.add_argument("--calibration", help="calibration JSON installed at first boot")
+    p.add_argument("--cells", type=int, default=1, help="cells in series (1..16)")
+    p.add_argument("--flash", help="folder that plays the board's flash (kept across runs); "
+                   "default: a temporary folder removed on exit")
+
+
+class SimDevice:
+    """Start/stop the simulated device from Python (tests, demo)."""
+
+    def __init__(self, trace=None, calibration=None, cells=1, flash=None):
+        for path, what in ((trace, "trace"), (calibration, "calibration")):
+            if path and not os.path.isfile(path):
+                raise UserError("%s file %s does not exist" % (what, path))
+        if not 1 <= cells <= 16:
+            raise UserError("--cells must be between 1 and 16, got %d" % cells)
+        self._tmp = None
+        if flash is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bms-sim-flash-")
+            flash = self._tmp.name
+        os.makedirs(flash, exist_ok=True)
+        self.flash = os.path.abspath(flash)
+        self.trace = os.path.abspath(trace) if trace else None
+        self.calibration = os.path.abspath(calibration) if calibration else None
+        self.cells = cells
+        self.proc = None
+        self.boots = 0
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.port = os.ttyname(self.slave)
+
+    def _env(self):
+        env = micropython_env()
+        env["BMS_SIM_CELLS"] = str(self.cells)
+        if self.trace:
+            env["BMS_SIM_TRACE"] = self.trace
+        if self.calibration:
+            env["BMS_SIM_CALIBRATION"] = self.calibration
+        return env
+
+    def boot(self):
+        """(Re)start the interpreter: the board powering up."""
+        self.proc = subprocess.Popen(
+            [micropython_binary(), "-i", "-c", "import sim.boot"],
+            stdin=self.master, stdout=self.master, stderr=self.master,
+            cwd=self.flash, env=self._env(), close_fds=True, start_new_session=True)
+        self.boots += 1
+        return self.proc
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """Pull the power: SIGKILL, no clean-up on the device."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def wait_ready(self, timeout=20.0):
+        """Wait until the REPL answers (mpremote can connect)."""
+        from .device import Device
+
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if not self.alive():
+                raise UserError("the simulated device exited at boot (exit %s)"
+                                % self.proc.returncode)
+            try:
+                with Device(self.port, timeout=2.0) as d:
+                    if d.eval("1+1") == 2:
+                        return
+            except UserError as e:
+                last = e
+            time.sleep(0.2)
+        raise UserError("the simulated device did not answer within %g s: %s" % (timeout, last))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.master = self.slave = -1
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self):
+        self.boot()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run(args):
+    sim = SimDevice(args.trace, args.calibration, args.cells, args.flash)
+    stopping = []
+
+    def _stop(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        sim.boot()
+        print("port: %s" % sim.port, flush=True)
+        print("flash: %s" % sim.flash, flush=True)
+        while not stopping:
+            time.sleep(0.1)
+            if not sim.alive():  # soft reset or crash: the board reboots
+                print("device exited (%s); rebooting" % sim.proc.returncode, file=sys.stderr,
+                      flush=True)
+                sim.boot()
+    finally:
+        sim.stop()
+    return 0
+
+
+__all__ = ["SimDevice", "REPO"]

@@ -1,0 +1,127 @@
+"""Load profiles for `bms-host synth`: pure data, no PyBaMM.
+
+A profile is a dict:
+    name, role ("fit" | "validation"), init_soc (PyBaMM stoichiometric SOC to start from),
+    dt (sample period, s), mode ("current" | "power"), blocks.
+A block is {"segs": [(duration_s, value), ...], "on_max": ..., "on_min": ...}: value is
+the current in A (positive = discharge), or the power in W for mode "power".
+Segment durations are whole multiples of dt, so every sample interval sees one constant
+current (zero-order hold). What happens when a voltage limit is reached inside a block:
+    "stop"  the experiment ends there (the last row is at the event time);
+    "next"  the block ends early, the cell rests to the next sample instant, the next
+            block starts there (e.g. CC charge to the upper limit, then rest);
+    "mute"  the block is re-run from its start with its charge segments set to rest
+            (a regen/charge limiter that refuses charge near full), then continues.
+"""
+
+import random
+
+# USABC Dynamic Stress Test: 20 steps, 360 s, power in % of the peak discharge power,
+# positive = discharge (the USABC table has discharge negative).
+DST_STEPS = [
+    (16, 0.0), (28, 12.5), (12, 25.0), (8, -12.5),
+    (16, 0.0), (24, 12.5), (12, 25.0), (8, -12.5),
+    (16, 0.0), (24, 12.5), (12, 25.0), (8, -12.5),
+    (16, 0.0), (36, 12.5), (8, 100.0), (24, 62.5), (8, -25.0), (32, 25.0), (8, -50.0),
+    (44, 0.0),
+]
+assert sum(d for d, _ in DST_STEPS) == 360
+
+LONG = 200 * 3600  # "until the limit": longer than any cell can deliver at C/20
+
+
+def pocv_dis(c_ah):
+    return {"name": "pocv_dis", "role": "fit", "init_soc": 1.0, "dt": 60.0, "mode": "current",
+            "blocks": [{"segs": [(LONG, c_ah / 20.0)], "on_max": "stop", "on_min": "stop"}],
+            "desc": "C/20 CC discharge from full to the lower cut-off, 60 s samples"}
+
+
+def pocv_chg(c_ah):
+    return {"name": "pocv_chg", "role": "fit", "init_soc": 0.0, "dt": 60.0, "mode": "current",
+            "blocks": [{"segs": [(LONG, -c_ah / 20.0)], "on_max": "stop", "on_min": "stop"}],
+            "desc": "C/20 CC charge from empty to the upper cut-off, 60 s samples"}
+
+
+def hppc(c_ah, rest_s=1800, levels=10):
+    blocks = []
+    for _ in range(levels):
+        segs = [(10, 1.0 * c_ah), (40, 0.0), (10, -0.75 * c_ah), (40, 0.0),
+                (360, 1.0 * c_ah), (rest_s, 0.0)]
+        blocks.append({"segs": segs, "on_max": "mute", "on_min": "stop"})
+    return {"name": "hppc", "role": "fit", "init_soc": 1.0, "dt": 1.0, "mode": "current",
+            "blocks": blocks,
+            "desc": ("HPPC from full: per 10 %% step 10 s 1C discharge, 40 s rest, 10 s 0.75C "
+                     "charge, 40 s rest, 360 s 1C discharge (10 %%), %d s rest; a charge pulse "
+                     "that would pass the upper limit is replaced by rest" % rest_s)}
+
+
+def dst(c_ah, peak_c=2.0, cycles=60):
+    """Current-equivalent DST: the power steps scaled so 100 % = peak_c * C in amperes
+    (power / nominal voltage); regen (charge) steps are muted near full."""
+    segs = [(d, pct / 100.0 * peak_c * c_ah) for d, pct in DST_STEPS]
+    blocks = [{"segs": list(segs), "on_max": "mute", "on_min": "stop"} for _ in range(cycles)]
+    return {"name": "dst", "role": "validation", "init_soc": 1.0, "dt": 1.0, "mode": "current",
+            "blocks": blocks,
+            "desc": ("USABC DST (360 s, 20 steps) as current steps, 100 %% = %.2gC discharge, "
+                     "repeated from full to the lower cut-off; a cycle whose regen steps would "
+                     "pass the upper limit is re-run with regen set to rest" % peak_c)}
+
+
+def random_pulses(c_ah, seed=20261125, total_s=5400, block_s=600, init_soc=0.9):
+    rng = random.Random(seed)
+    blocks, segs, t_block, t = [], [], 0, 0
+    while t < total_s:
+        d = rng.randint(1, 60)
+        u = rng.random()
+        if u < 0.6:
+            val = round(rng.uniform(0.05, 2.0) * c_ah, 4)
+        elif u < 0.85:
+            val = -round(rng.uniform(0.05, 1.0) * c_ah, 4)
+        else:
+            val = 0.0
+        segs.append((d, val))
+        t += d
+        t_block += d
+        if t_block >= block_s:
+            blocks.append({"segs": segs, "on_max": "mute", "on_min": "stop"})
+            segs, t_block = [], 0
+    if segs:
+        blocks.append({"segs": segs, "on_max": "mute", "on_min": "stop"})
+    return {"name": "random", "role": "validation", "init_soc": init_soc, "dt": 1.0,
+            "mode": "current", "blocks": blocks, "seed": seed,
+            "desc": ("seeded random pulses (seed %d): 1-60 s, 60 %% discharge up to 2C, 25 %% "
+                     "charge up to 1C, 15 %% rest, from SOC %.2f, %d s or the lower cut-off"
+                     % (seed, init_soc, total_s))}
+
+
+def const_power(c_ah, v_nom):
+    p = round(c_ah * v_nom, 3)
+    return {"name": "cp", "role": "validation", "init_soc": 1.0, "dt": 1.0, "mode": "power",
+            "current_decimals": 4,
+            "blocks": [{"segs": [(6 * 3600, p)], "on_max": "stop", "on_min": "stop"}],
+            "desc": ("constant power %.3f W (1C x nominal voltage) from full to the lower "
+                     "cut-off, realised as a 1 s zero-order-hold current (I_k = mean current "
+                     "of a true constant-power run over the interval)" % p)}
+
+
+def fast_charge(c_ah, c_rate=2.0, init_soc=0.1, rest_s=1800):
+    return {"name": "fastcharge", "role": "validation", "init_soc": init_soc, "dt": 1.0,
+            "mode": "current",
+            "blocks": [{"segs": [(10, 0.0), (3 * 3600, -c_rate * c_ah)], "on_max": "next",
+                        "on_min": "stop"},
+                       {"segs": [(rest_s, 0.0)], "on_max": "stop", "on_min": "stop"}],
+            "desc": ("10 s rest, %.3gC CC charge from SOC %.2f to the upper cut-off, then "
+                     "%d s rest" % (c_rate, init_soc, rest_s))}
+
+
+def quick_pulses(c_ah):
+    segs = [(10, 0.0), (20, c_ah), (20, 0.0), (10, -0.5 * c_ah), (20, 0.0), (30, 2 * c_ah),
+            (10, 0.0)]
+    return {"name": "pulse", "role": "validation", "init_soc": 0.8, "dt": 1.0, "mode": "current",
+            "blocks": [{"segs": segs, "on_max": "mute", "on_min": "stop"}],
+            "desc": "120 s pulse profile (quick self-test)"}
+
+
+def standard_profiles(c_ah, v_nom):
+    return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), dst(c_ah), random_pulses(c_ah),
+            const_power(c_ah, v_nom), fast_charge(c_ah)]

@@ -1,0 +1,79 @@
+# Device-side tests of the calibration validator (run under CPython and MicroPython).
+import json
+
+from bms import calfile
+
+
+def sample():
+    soc = [0.0, 0.5, 1.0]
+    temp = [0.0, 25.0]
+    row = [0.01, 0.01, 0.01]
+    return {
+        "schema": 1,
+        "cell": {"id": "test", "chemistry": "nmc", "capacity_ah": 5.0},
+        "limits": {"v_min": 2.5, "v_max": 4.2, "i_discharge_max_a": 10.0,
+                   "i_charge_max_a": 5.0, "t_charge_min_c": 0.0, "t_charge_max_c": 45.0,
+                   "t_discharge_min_c": -20.0, "t_discharge_max_c": 60.0,
+                   "t_core_max_c": 60.0},
+        "tables": {"soc": soc, "temp_c": temp, "ocv_v": [[3.0, 3.7, 4.2], [3.0, 3.7, 4.2]],
+                   "r0_ohm": [row, row], "r1_ohm": [row, row], "tau1_s": [[10.0] * 3] * 2,
+                   "r2_ohm": [row, row], "tau2_s": [[100.0] * 3] * 2},
+        "thermal": {"c_core_j_per_k": 70.0, "c_surf_j_per_k": 5.0,
+                    "r_core_surf_k_per_w": 2.35, "r_surf_amb_k_per_w": 12.0},
+    }
+
+
+def encode(cal):
+    # MicroPython's json has no sort_keys; the device never writes calibrations, but the
+    # test needs a body: a fixed key order is canonical enough for the checksum.
+    return calfile.encode(json.dumps(cal))
+
+
+def expect_error(text, fragment, **kw):
+    try:
+        calfile.loads(text, **kw)
+    except calfile.CalibrationError as e:
+        assert fragment in str(e), str(e)
+        return str(e)
+    raise AssertionError("accepted a bad calibration: " + fragment)
+
+
+def test_roundtrip():
+    cal, checksum = calfile.loads(encode(sample()))
+    assert cal["cell"]["id"] == "test"
+    assert len(checksum) == 64
+
+
+def test_truncated_and_edited():
+    text = encode(sample())
+    expect_error(text[: len(text) // 2], "checksum")
+    expect_error(text.replace("4.2", "4.3"), "checksum mismatch")
+    expect_error("hello", "does not start")
+
+
+def test_names_the_field():
+    cal = sample()
+    del cal["thermal"]["c_core_j_per_k"]
+    expect_error(encode(cal), "thermal.c_core_j_per_k")
+    cal = sample()
+    cal["tables"]["r0_ohm"][1] = [0.01, 0.01]
+    expect_error(encode(cal), "tables.r0_ohm")
+    cal = sample()
+    cal["tables"]["soc"] = [0.0, 0.5, 0.4]
+    expect_error(encode(cal), "increasing")
+
+
+def test_limits_cannot_exceed_maxima():
+    cal = sample()
+    cal["limits"]["v_max"] = 4.4
+    expect_error(encode(cal), "maxima")
+    cal = sample()
+    cal["limits"]["t_charge_min_c"] = -5.0
+    expect_error(encode(cal), "charge window")
+
+
+def test_cell_count():
+    cal = sample()
+    cal["pack"] = {"series_cells": 4}
+    expect_error(encode(cal), "series_cells", series_cells=3)
+    assert calfile.loads(encode(cal), series_cells=4)[0]["pack"]["series_cells"] == 4

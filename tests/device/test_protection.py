@@ -1,0 +1,301 @@
+# Protection state machines: trips after delays, latching, release with hysteresis, sensor
+# faults to a safe state within one fast tick.
+from bms import faultlog, protection, sensors
+from drivers import ads1115, ina226, ntc, sim_i2c
+
+TICK = 10
+CAL = {"cell": {"chemistry": "nmc"},
+       "limits": {"v_min": 3.0, "v_max": 4.2, "i_discharge_max_a": 20.0, "i_charge_max_a": 5.0,
+                  "t_charge_min_c": 0.0, "t_charge_max_c": 45.0, "t_discharge_min_c": -20.0,
+                  "t_discharge_max_c": 60.0, "t_core_max_c": 60.0}}
+
+
+def _sample(n=4, v=3.7, i=0.0, t=25.0, n_t=2):
+    s = sensors.Sample(n, n_t, [0] * n)
+    for k in range(n):
+        s.cell_v[k] = v
+        s.cell_st[k] = 0
+    for k in range(n_t):
+        s.temp_c[k] = t
+        s.temp_st[k] = 0
+    s.current_a = i
+    s.current_st = 0
+    return s
+
+
+def _prot(overrides=None):
+    log = faultlog.FaultLog()
+    return protection.Protection(protection.build_config(CAL, overrides), log), log
+
+
+def _run(p, s, t0_ms, t1_ms):
+    """Fresh sample every tick from t0 to t1 inclusive; returns t1."""
+    t = t0_ms
+    while t <= t1_ms:
+        s.t_ms = t
+        p.update(s, t)
+        t += TICK
+    return t1_ms
+
+
+def _codes(log):
+    return [e[0] for e in log.events()]
+
+
+def test_fets_open_before_first_valid_sample():
+    p, log = _prot()
+    assert not p.charge_fet_on and not p.discharge_fet_on
+    s = _sample()
+    p.update(s, 0)            # t_ms is None: nothing measured yet
+    assert not p.charge_fet_on and not p.discharge_fet_on and "NO_DATA" in p.active
+    s.t_ms = 10
+    p.update(s, 10)
+    assert p.charge_fet_on and p.discharge_fet_on and not p.active
+
+
+def test_over_voltage_trips_after_delay_and_latches_until_reset():
+    p, log = _prot({"ov_hard_trip_ms": 500})
+    s = _sample()
+    _run(p, s, 0, 1000)
+    s.cell_v[2] = 4.3             # beyond the chemistry's hard 4.25 V
+    _run(p, s, 1010, 1500)        # 490 ms over the limit
+    assert p.charge_fet_on and "OV_HARD" not in p.active
+    _run(p, s, 1510, 1510)        # 500 ms: trips
+    assert not p.charge_fet_on and not p.discharge_fet_on
+    assert "OV_HARD" in p.active
+    assert log.last() == ("OV_HARD", 1510, s.cell_v[2])
+    s.cell_v[2] = 3.9
+    _run(p, s, 1520, 30000)       # long after the cause is gone: still latched
+    assert not p.charge_fet_on and p.active == {"OV_HARD"}
+    assert p.reset_faults(30000) == []
+    assert p.charge_fet_on and p.discharge_fet_on
+    assert _codes(log)[-1] == "RESET"
+
+
+def test_reset_keeps_a_latched_fault_whose_cause_remains():
+    p, log = _prot()
+    s = _sample(v=4.3)
+    _run(p, s, 0, 3000)
+    assert "OV_HARD" in p.active and "OV" in p.active
+    assert "OV_HARD" in p.reset_faults(3000)
+    assert not p.charge_fet_on
+
+
+def test_soft_over_voltage_releases_after_hysteresis_and_delay():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 100)
+    s.cell_v[0] = 4.22            # above 4.2 soft limit, below the hard 4.25
+    _run(p, s, 110, 1100)
+    assert p.charge_fet_on        # 990 ms of the 1000 ms trip delay
+    _run(p, s, 1110, 1110)
+    assert not p.charge_fet_on and p.discharge_fet_on and p.active == {"OV"}
+    s.cell_v[0] = 4.17            # below trip, inside the 50 mV hysteresis
+    _run(p, s, 1120, 9000)
+    assert not p.charge_fet_on
+    s.cell_v[0] = 4.1
+    _run(p, s, 9010, 11000)       # 1990 ms of the 2000 ms release delay
+    assert not p.charge_fet_on
+    _run(p, s, 11010, 11010)
+    assert p.charge_fet_on and not p.active
+    assert _codes(log) == ["OV", "OV_CLR"]
+
+
+def test_no_charging_below_zero_but_discharging_allowed():
+    p, log = _prot()
+    s = _sample(t=-5.0)
+    s.t_ms = 0
+    p.update(s, 0)                # already cold at boot: no debounce
+    assert not p.charge_fet_on and p.discharge_fet_on and "UT_CHG" in p.active
+    s.temp_c[0] = s.temp_c[1] = 1.0          # inside the 2 degC hysteresis
+    _run(p, s, 10, 20000)
+    assert not p.charge_fet_on
+    s.temp_c[0] = s.temp_c[1] = 3.0
+    _run(p, s, 20010, 25000)      # 4990 ms of the 5000 ms release delay
+    assert not p.charge_fet_on
+    _run(p, s, 25010, 25010)
+    assert p.charge_fet_on and p.discharge_fet_on
+    s.temp_c[1] = -0.5            # one sensor cools below 0 degC: trips after 1 s
+    _run(p, s, 25020, 26010)
+    assert p.charge_fet_on
+    _run(p, s, 26020, 26020)
+    assert not p.charge_fet_on and p.discharge_fet_on
+
+
+def test_discharge_window_and_hard_over_temperature():
+    p, log = _prot()
+    s = _sample(t=-25.0)
+    _run(p, s, 0, 100)
+    assert not p.charge_fet_on and not p.discharge_fet_on
+    assert {"UT_CHG", "UT_DSG"} <= p.active
+    p2, _ = _prot()
+    s2 = _sample(t=62.0)
+    _run(p2, s2, 0, 100)
+    assert "OT_HARD" in p2.active and not p2.discharge_fet_on
+
+
+def test_under_voltage_opens_discharge_only():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 100)
+    s.cell_v[3] = 2.9
+    _run(p, s, 110, 2110)
+    assert p.charge_fet_on and not p.discharge_fet_on and p.active == {"UV"}
+
+
+def test_over_current_and_short_circuit():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 100)
+    s.current_a = -6.0            # charging faster than 5 A
+    _run(p, s, 110, 610)
+    assert not p.charge_fet_on and p.discharge_fet_on and "OC_CHG" in p.active
+    s.current_a = 0.0
+    _run(p, s, 620, 5620)
+    assert p.charge_fet_on
+    s.current_a = 25.0            # discharging faster than 20 A
+    _run(p, s, 5630, 6130)
+    assert p.charge_fet_on and not p.discharge_fet_on and "OC_DSG" in p.active
+    s.current_a = 0.0
+    _run(p, s, 6140, 12000)
+    assert p.discharge_fet_on
+    s.current_a = 100.0           # short circuit: within the same tick, latched
+    _run(p, s, 12010, 12010)
+    assert not p.charge_fet_on and not p.discharge_fet_on and "SC" in p.active
+    s.current_a = 0.0
+    _run(p, s, 12020, 40000)
+    assert "SC" in p.active
+    p.reset_faults(40000)
+    assert p.charge_fet_on and p.discharge_fet_on
+
+
+def test_sensor_faults_open_both_fets_within_one_tick():
+    nan = float("nan")
+    for group, status, code in (("cell", sensors.NAN, "CELL_NAN"),
+                                ("cell", sensors.STUCK, "CELL_STUCK"),
+                                ("cell", sensors.OPEN, "CELL_OPEN"),
+                                ("temp", sensors.SHORT, "TEMP_SHORT"),
+                                ("cur", sensors.RANGE, "CUR_RANGE")):
+        p, log = _prot()
+        s = _sample()
+        _run(p, s, 0, 100)
+        if group == "cell":
+            s.cell_st[1] = status
+        elif group == "temp":
+            s.temp_st[1] = status
+        else:
+            s.current_st = status
+        _run(p, s, 110, 110)
+        assert not p.charge_fet_on and not p.discharge_fet_on, code
+        assert code in p.active and log.last() == (code, 110, 1 if group != "cur" else 0)
+        # latched until reset, even once the sensor is fine again
+        s.cell_st[1] = s.temp_st[1] = s.current_st = 0
+        _run(p, s, 120, 5000)
+        assert not p.charge_fet_on
+        p.reset_faults(5000)
+        assert p.charge_fet_on and p.discharge_fet_on, code
+    # a NaN the acquisition did not flag is caught all the same
+    p, log = _prot()
+    s = _sample()
+    s.cell_v[0] = nan
+    _run(p, s, 0, 0)
+    assert "CELL_NAN" in p.active and not p.discharge_fet_on
+
+
+def test_stale_sample_opens_both_then_recovers():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 1000)
+    for t in range(1010, 1110, 10):   # acquisition stops; sample stays at t_ms = 1000
+        p.update(s, t)
+        assert p.charge_fet_on, t
+    p.update(s, 1110)             # 110 ms old > 100 ms
+    assert not p.charge_fet_on and not p.discharge_fet_on and "STALE" in p.active
+    _run(p, s, 1120, 1210)        # fresh again, 100 ms release delay
+    assert not p.charge_fet_on
+    _run(p, s, 1220, 1220)
+    assert p.charge_fet_on and "STALE" not in p.active
+
+
+def _rig():
+    bus = sim_i2c.SimI2C()
+    ina = bus.add(sim_i2c.SimINA226(0x40, 0.002))
+    ads = bus.add(sim_i2c.SimADS1115(0x48))
+    adc = ads1115.ADS1115(bus, 0x48)
+    taps = [ads1115.Tap(adc, k, (k + 1) * 4.5 / 4.0) for k in range(4)]
+    for k in range(4):
+        ads.set_input_v(k, 3.7 * (k + 1) / ((k + 1) * 4.5 / 4.0))
+    th = ntc.Ntc(lambda: 0, ntc.Beta())
+    code = int(th.ratio_for(25.0) * 65535 + 0.5)
+    th.read_u16 = lambda: code
+    board = sensors.Board(ina226.INA226(bus, 0x40, 0.002), taps, [th])
+    return bus, ina, ads, sensors.Sensors(board)
+
+
+def test_unplugged_current_sensor_opens_both_fets_within_one_tick():
+    bus, ina, ads, sen = _rig()
+    p, log = _prot()
+    ina.set_current_a(3.0)
+    for t in range(0, 500, TICK):
+        p.update(sen.read(t), t)
+    assert p.charge_fet_on and p.discharge_fet_on
+    bus.unplug(0x40)
+    p.update(sen.read(500), 500)   # the very next fast tick
+    assert not p.charge_fet_on and not p.discharge_fet_on
+    assert "CUR_MISSING" in p.active and log.last() == ("CUR_MISSING", 500, 0)
+    bus.plug(0x40)
+    for t in range(510, 1000, TICK):
+        p.update(sen.read(t), t)
+    assert not p.discharge_fet_on     # latched
+    assert p.reset_faults(1000) == []
+    assert p.charge_fet_on and p.discharge_fet_on
+
+
+def test_open_tap_on_the_simulated_board_opens_both_fets():
+    bus, ina, ads, sen = _rig()
+    p, log = _prot()
+    for t in range(0, 100, TICK):
+        p.update(sen.read(t), t)
+    ads.set_input_v(2, 0.0)
+    p.update(sen.read(100), 100)
+    assert not p.charge_fet_on and not p.discharge_fet_on
+    assert "CELL_OPEN" in p.active and "CELL_RANGE" in p.active
+
+
+def test_config_from_calibration_is_clamped_to_chemistry_maxima():
+    wide = {"cell": {"chemistry": "nmc"},
+            "limits": {"v_min": 2.0, "v_max": 4.4, "t_charge_min_c": -10.0,
+                       "t_charge_max_c": 55.0, "t_discharge_min_c": -40.0,
+                       "t_discharge_max_c": 80.0, "i_discharge_max_a": 30.0,
+                       "i_charge_max_a": 10.0}}
+    c = protection.build_config(wide)
+    assert c["ov_trip_v"] == 4.25 and c["uv_trip_v"] == 2.5
+    assert c["ut_chg_trip_c"] == 0.0 and c["ot_chg_trip_c"] == 45.0
+    assert c["ut_dsg_trip_c"] == -20.0 and c["ot_dsg_trip_c"] == 60.0
+    assert c["oc_dsg_trip_a"] == 30.0 and c["oc_chg_trip_a"] == 10.0 and c["sc_trip_a"] == 90.0
+    # overrides cannot widen either
+    c = protection.build_config(wide, {"ov_hard_trip_v": 5.0, "ov_trip_v": 4.3})
+    assert c["ov_hard_trip_v"] == 4.25 and c["ov_trip_v"] == 4.25
+    lfp = protection.build_config({"cell": {"chemistry": "lfp"}, "limits": {"v_max": 3.8}})
+    assert lfp["ov_trip_v"] == 3.65 and lfp["uv_trip_v"] == 2.5
+    d = protection.build_config()
+    assert d["ov_trip_v"] == 4.2 and d["ut_chg_trip_c"] == 0.0
+
+
+def test_config_errors_are_one_sentence():
+    for args in (({"cell": {"chemistry": "lead"}},), (None, {"ov_trip": 4.1}),
+                 ({"limits": {"v_max": "high"}},), (None, {"ov_trip_ms": -5}),
+                 (None, {"ov_trip_v": 3.0})):
+        try:
+            protection.build_config(*args)
+            msg = ""
+        except ValueError as e:
+            msg = str(e)
+        assert msg.startswith("protection: "), args
+
+
+def test_a_sample_without_thermometers_is_a_sensor_fault():
+    p, log = _prot()
+    s = _sample(n_t=0)
+    _run(p, s, 0, 0)
+    assert "TEMP_MISSING" in p.active and not p.charge_fet_on and not p.discharge_fet_on

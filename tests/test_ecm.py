@@ -1,0 +1,67 @@
+"""The host ECM simulator (bms_host.ecm) is the device model (bms.model), only faster."""
+import math
+
+import calsample
+import numpy as np
+
+from bms import model
+from bms_host import ecm
+
+
+def _trace(n=1500, amb=5.0):
+    t = np.concatenate([[0.0], np.cumsum(np.where(np.arange(n) % 200 == 150, 2.5, 1.0))])
+    i = np.array([0.0] + [calsample.drive_current(k) * 1.6 for k in range(n)])
+    ta = amb + 10.0 * np.sin(np.arange(n + 1) / 400.0)   # ambient moves across the grid
+    return t, i, ta
+
+
+def _device(p, t, i, ta, soc0, temp0):
+    sim = model.Simulator(p, soc0, temp0)
+    tab = [0.0] * model.NTAB
+    v = [model.voltage(p, soc0, 0.0, 0.0, temp0, float(i[0]), tab)]
+    tc, ts = [temp0], [temp0]
+    for k in range(1, len(t)):
+        v.append(sim.step(float(i[k]), float(ta[k]), float(t[k] - t[k - 1])))
+        tc.append(sim.tc)
+        ts.append(sim.ts)
+    return np.array(v), np.array(tc), np.array(ts), sim.soc
+
+
+def test_ecm_equals_device_simulator():
+    cal = calsample.calibration()
+    # a cold start so the core temperature crosses the 0 and 25 degC grid points
+    cal["thermal"]["c_core_j_per_k"] = 20.0
+    tb = ecm.Tables.from_cal(cal)
+    p = model.pack(cal)
+    assert ecm.pack(tb) == p
+    t, i, ta = _trace()
+    soc0, temp0 = 0.93, -3.0
+    v, tc, ts, soc_end = _device(p, t, i, ta, soc0, temp0)
+    r = ecm.simulate(tb, t, i, ta, soc0, temp0)
+    assert tc.max() > 25.0 > tc.min()
+    assert np.max(np.abs(r["voltage_v"] - v)) < 1e-9
+    assert np.max(np.abs(r["temp_core_c"] - tc)) < 1e-9
+    assert np.max(np.abs(r["temp_surface_c"] - ts)) < 1e-9
+    assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
+
+
+def test_thermal_network_alone_matches_coupled_run():
+    cal = calsample.calibration()
+    tb = ecm.Tables.from_cal(cal)
+    t, i, ta = _trace(800, 25.0)
+    r = ecm.simulate(tb, t, i, ta, 0.8, 25.0)
+    tc, ts = ecm.simulate_thermal(t, r["heat_w"], ta, tb.thermal, 25.0, 25.0)
+    assert np.max(np.abs(tc - r["temp_core_c"])) < 1e-9
+    assert np.max(np.abs(ts - r["temp_surface_c"])) < 1e-9
+
+
+def test_lookup_clamps_like_the_device():
+    cal = calsample.calibration()
+    tb = ecm.Tables.from_cal(cal)
+    p = model.pack(cal)
+    tab = [0.0] * model.NTAB
+    for soc, temp in ((-0.2, -30.0), (1.3, 80.0), (0.47, 12.5), (0.0, 25.0)):
+        model.lookup(p, soc, temp, tab)
+        got = tb.lookup("r1_ohm", np.array([soc]), np.array([temp]))[0]
+        assert abs(got - tab[model.R1]) < 1e-15
+        assert abs(tb.ocv(np.array([soc]), np.array([temp]))[0] - tab[model.OCV]) < 1e-12

