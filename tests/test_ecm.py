@@ -27,8 +27,17 @@ def _device(p, t, i, ta, soc0, temp0):
     return np.array(v), np.array(tc), np.array(ts), sim.soc
 
 
+def _with_i0(cal):
+    """The sample calibration plus an exchange-current table (A) that varies with SOC and
+    temperature, small enough that the kinetic term is tens of mV at the test's currents."""
+    tab = cal["tables"]
+    tab["i0_a"] = [[(1.0 + 3.0 * s * (1.0 - s)) * (0.8 + 0.06 * (t + 10.0)) for s in tab["soc"]]
+                   for t in tab["temp_c"]]
+    return cal
+
+
 def test_ecm_equals_device_simulator():
-    cal = calsample.calibration()
+    cal = _with_i0(calsample.calibration())
     # a cold start so the core temperature crosses the 0 and 25 degC grid points
     cal["thermal"]["c_core_j_per_k"] = 20.0
     tb = ecm.Tables.from_cal(cal)
@@ -43,10 +52,22 @@ def test_ecm_equals_device_simulator():
     assert np.max(np.abs(r["temp_core_c"] - tc)) < 1e-9
     assert np.max(np.abs(r["temp_surface_c"] - ts)) < 1e-9
     assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
+    # the kinetic term is there, and a calibration without i0_a is the linear model
+    del cal["tables"]["i0_a"]
+    lin = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)
+    assert np.max(np.abs(lin["voltage_v"] - v)) > 5e-3
+    p0 = model.pack(cal)
+    assert p0[-1] == model.I0_NONE and ecm.pack(ecm.Tables.from_cal(cal)) == p0
+
+
+def test_kinetic_term_matches_the_device():
+    for i, i0, tc in ((0.0, 2.0, 25.0), (10.0, 1.5, -10.0), (-7.5, 0.3, 40.0), (1e-3, 1e6, 0.0)):
+        assert abs(ecm.kinetic_v(i, i0, tc) - model.kinetic_v(i, i0, tc)) < 1e-15
+        assert abs(float(ecm.kinetic_np(i, i0, tc)) - model.kinetic_v(i, i0, tc)) < 1e-12
 
 
 def test_thermal_network_alone_matches_coupled_run():
-    cal = calsample.calibration()
+    cal = _with_i0(calsample.calibration())
     tb = ecm.Tables.from_cal(cal)
     t, i, ta = _trace(800, 25.0)
     r = ecm.simulate(tb, t, i, ta, 0.8, 25.0)

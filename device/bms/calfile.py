@@ -25,6 +25,7 @@ MAXIMA = {
 }
 
 TABLES = ("ocv_v", "r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s")
+OPTIONAL_TABLES = ("r0c_ohm", "i0_a")
 LIMITS = ("v_min", "v_max", "i_discharge_max_a", "i_charge_max_a", "t_charge_min_c",
           "t_charge_max_c", "t_discharge_min_c", "t_discharge_max_c", "t_core_max_c")
 THERMAL = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
@@ -143,7 +144,9 @@ def validate(cal, series_cells=None):
     _increasing(temp, "tables.temp_c")
     if len(soc) < 2:
         raise CalibrationError("calibration: field 'tables.soc' needs at least two points")
-    for name in TABLES:
+    for name in TABLES + OPTIONAL_TABLES:
+        if name in OPTIONAL_TABLES and name not in tab:
+            continue
         rows = _need(tab, name, "tables.")
         if not isinstance(rows, list) or len(rows) != len(temp):
             raise CalibrationError("calibration: field 'tables.%s' must have one row per "

@@ -99,6 +99,9 @@ _W0, _WI, _GAMMA = weights()
 def step(x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out, ws):
     """One predict + update. x (NX) and P (NX*NX) are updated in place. v_meas or
     ts_meas may be NaN (sensor missing): that measurement is skipped. Returns status."""
+    if not (_finite(i_a) and _finite(ta_c) and _finite(dt_s) and dt_s > 0.0):
+        out[4] = ERR_NONFINITE
+        return ERR_NONFINITE
     n = NX
     L = ws.L
     X = ws.X

@@ -31,8 +31,12 @@ def calibration():
     path = CALIBRATION_DIR / "lgm50.json"
     if path.exists():
         return calfile.load(str(path))[0], "lgm50.json"
+    sys.path.insert(0, str(REPO / "boards" / "sim"))
     sys.path.insert(0, str(REPO / "tests" / "device"))
-    import calsample
+    try:
+        import calsample
+    except ImportError:
+        import sample_cal as calsample
     return calsample.calibration(), "sample NMC cell (calibration/lgm50.json not built yet)"
 
 
@@ -103,7 +107,10 @@ def time_backend(b, cal, rows, n):
 MPY_SCRIPT = """
 import time
 from bms import model, ukf, backends
-import calsample
+try:
+    import calsample
+except ImportError:
+    import sample_cal as calsample
 cal = calsample.calibration()
 p = model.pack(cal)
 sim = model.Simulator(p, 0.8, 25.0)
@@ -137,7 +144,7 @@ def time_micropython(n=1000):
         script = os.path.join(tmp, "bench_mpy.py")
         with open(script, "w") as f:
             f.write(MPY_SCRIPT % n)
-        env = micropython_env([REPO / "tests" / "device"])
+        env = micropython_env([REPO / "tests" / "device", REPO / "boards" / "sim"])
         r = subprocess.run([binary, script], capture_output=True, text=True, env=env,
                            timeout=600)
     for line in r.stdout.splitlines():

@@ -15,11 +15,29 @@ import math
 
 import numpy as np
 
+# as device/bms/model.py
+I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
+KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
+
+
+def kinetic_v(i_a, i0_a, tc):
+    """Butler-Volmer overpotential (V), exactly model.kinetic_v (scalars)."""
+    x = i_a / (2.0 * i0_a)
+    ax = x if x >= 0.0 else -x
+    eta = math.log(ax + math.sqrt(ax * ax + 1.0))
+    return KIN_B * (tc + 273.15) * (eta if x >= 0.0 else -eta)
+
+
+def kinetic_np(i_a, i0_a, tc):
+    """Vectorised kinetic_v (arrays; equal to it within rounding)."""
+    x = np.asarray(i_a, dtype=float) / (2.0 * np.asarray(i0_a, dtype=float))
+    return KIN_B * (np.asarray(tc, dtype=float) + 273.15) * np.arcsinh(x)
+
 
 class Tables:
     """Calibration tables as numpy arrays: soc (ns), temp (nt), tab[name] (nt, ns)."""
 
-    NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s")
+    NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a")
 
     def __init__(self, soc, temp_c, tables, thermal, capacity_ah):
         self.soc = np.asarray(soc, dtype=float)
@@ -29,6 +47,8 @@ class Tables:
             v = tables.get(n)
             if v is None and n == "r0c_ohm":
                 v = tables["r0_ohm"]
+            if v is None and n == "i0_a":
+                v = np.full((len(self.temp), len(self.soc)), I0_NONE)
             self.tab[n] = np.array(v, dtype=float).reshape(len(self.temp), len(self.soc))
         self.thermal = dict(thermal)
         self.capacity_ah = float(capacity_ah)
@@ -121,7 +141,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     for name in Tables.NAMES:
         t = tb.tab[name]
         S.append(((1.0 - sw)[:, None] * t[:, si].T + sw[:, None] * t[:, si1].T).tolist())
-    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2 = S
+    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0 = S
     tg = tb.temp.tolist()
     nt = len(tg)
     th = tb.thermal
@@ -150,6 +170,11 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     # looked up at row k, used by the step into row k + 1
     r0d = r0c = r1 = r2 = 0.0
     tau1 = tau2 = 1.0
+    i0 = I0_NONE
+    tk = tc   # temperature of the kinetic term: the lookup temperature of the last row
+    kb = KIN_B
+    log = math.log
+    sqrt = math.sqrt
     for k in range(n):
         if k > 0:
             # step k: parameters at the state before it (lk, the lookup of row k-1)
@@ -158,7 +183,12 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             a1 = exp(-d / tau1)
             a2 = exp(-d / tau2)
             r0 = (r0d if i >= 0.0 else r0c) * r0_scale
-            heat = i * (r0 * i + v1 + v2)
+            # kinetic term at the pre-step state (i0 and core temperature of row k-1)
+            x = i / (2.0 * i0)
+            ax = x if x >= 0.0 else -x
+            e = log(ax + sqrt(ax * ax + 1.0))
+            eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
+            heat = i * (r0 * i + v1 + v2 + eta)
             v1 = a1 * v1 + r1 * (1.0 - a1) * i
             v2 = a2 * v2 + r2 * (1.0 - a2) * i
             kc = c_core / d
@@ -198,8 +228,15 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         r2 = u * row[j] + wt * row[j1]
         row = s_tau2[k]
         tau2 = u * row[j] + wt * row[j1]
+        row = s_i0[k]
+        i0 = u * row[j] + wt * row[j1]
         i = il[k]
-        out_v[k] = ocv - v1 - v2 - (r0d if i >= 0.0 else r0c) * r0_scale * i
+        x = i / (2.0 * i0)
+        ax = x if x >= 0.0 else -x
+        e = log(ax + sqrt(ax * ax + 1.0))
+        eta = kb * (tl + 273.15) * (e if x >= 0.0 else -e)
+        tk = tl
+        out_v[k] = ocv - v1 - v2 - (r0d if i >= 0.0 else r0c) * r0_scale * i - eta
         out_tc[k] = tc
         out_ts[k] = ts
         out_v1[k] = v1

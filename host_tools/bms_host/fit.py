@@ -52,7 +52,7 @@ LIMITS = {
             "t_discharge_max_c": 60.0, "t_core_max_c": 60.0},
 }
 
-FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "train")
+FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst")
 TAU1_RANGE = (0.5, 60.0)
 TAU2_RANGE = (40.0, 4000.0)
 
@@ -62,12 +62,17 @@ def configure(p):
                    "manifest.json optional), e.g. from bms-host synth")
     p.add_argument("--out", required=True, help="calibration file to write (JSON)")
     p.add_argument("--report", default=None,
-                   help="folder for the validation report (PNG plots, summary.md)")
+                   help="folder for the validation report (PNG plots, summary.md); default "
+                   "reports/<cell id>/ next to the calibration file")
+    p.add_argument("--no-report", action="store_true", help="write no report folder")
     p.add_argument("--cell-id", default=None, help="cell id in the file (default: from the data)")
     p.add_argument("--chemistry", choices=sorted(LIMITS), default=None,
                    help="cell chemistry (default: from the manifest, else nmc)")
     p.add_argument("--ambients", default=None,
                    help="comma-separated subset of ambients to use, e.g. 25,0 (default: all)")
+    p.add_argument("--fit-profiles", default=",".join(FIT_PROFILES),
+                   help="comma-separated profiles the fit uses (default %(default)s); every "
+                   "other profile is held out for validation, whatever the manifest says")
     p.add_argument("--no-validate", action="store_true",
                    help="skip re-simulating the held-out cases")
 
@@ -94,8 +99,12 @@ def _tag_to_c(tag):
     return -float(tag[1:]) if tag.startswith("m") else float(tag)
 
 
-def load_dataset(folder, ambients=None):
-    """Cases of a data folder, with roles from manifest.json when it exists."""
+def load_dataset(folder, ambients=None, fit_profiles=None):
+    """Cases of a data folder. The fit decides its own split: a trace is fit-role when its
+    profile is in fit_profiles (default FIT_PROFILES), validation otherwise; the manifest's
+    role is kept as `manifest_role` for the record."""
+    if fit_profiles is None:
+        fit_profiles = FIT_PROFILES
     import numpy as np
 
     from .traces import read_trace
@@ -122,18 +131,21 @@ def load_dataset(folder, ambients=None):
         if ambients is not None and not any(abs(amb - a) < 1e-6 for a in ambients):
             continue
         prof = m.group("profile")
-        role = roles.get(path.name) or ("fit" if prof in FIT_PROFILES else "validation")
+        role = "fit" if prof in fit_profiles else "validation"
         cols = read_trace(path)
         if "ambient_c" not in cols:
             cols["ambient_c"] = np.full(len(cols["time_s"]), amb)
-        cases.append(Case(path, prof, amb, role, cols))
+        case = Case(path, prof, amb, role, cols)
+        case.manifest_role = roles.get(path.name)
+        cases.append(case)
     if not cases:
         raise UserError("no traces named {profile}_{ambient}C.csv in %s" % folder)
     need = [p for p in ("pocv_dis", "pocv_chg", "hppc")
             if not any(c.profile == p and c.role == "fit" for c in cases)]
     if need:
         raise UserError("data folder %s has no fit-role %s trace: the fit needs C/20 "
-                        "discharge and charge and HPPC at each temperature" % (folder, need[0]))
+                        "discharge and charge and HPPC at each temperature (check "
+                        "--fit-profiles)" % (folder, need[0]))
     return cases, manifest
 
 
@@ -461,43 +473,163 @@ def _row_selection(case):
     return np.nonzero(keep)[0]
 
 
-def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts):
-    """Bounded linear least squares of the OCV, R0, R0c, R1, R2 tables (taus fixed)."""
+def i0_table(phi, knots, grid_soc):
+    """Exchange-current table (nt, ns) from log i0 at the SOC knots of each temperature
+    (phi: (nt, nk)), linear in log i0 along SOC."""
     import numpy as np
-    from scipy.optimize import lsq_linear
+    phi = np.asarray(phi, dtype=float)
+    return np.exp(np.array([np.interp(grid_soc, knots, row) for row in phi]))
 
+
+class LinearProblem:
+    """Step 4: with the time constants fixed and a given exchange-current table, the
+    terminal voltage is linear in the OCV, R0, R0c, R1 and R2 tables:
+
+        V = X theta - eta(i, i0(soc, Tc), Tc)
+
+    so the kinetic term only moves the right-hand side (y + eta). The normal matrix, the
+    bias rows and the regularisation are built once; `solve(i0)` is then cheap, which makes
+    variable projection over i0 (a handful of nonlinear parameters) affordable."""
+
+    def __init__(self, cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts):
+        import numpy as np
+        from scipy.linalg import cho_factor
+
+        self.grid_soc = np.asarray(grid_soc, dtype=float)
+        self.grid_t = np.asarray(grid_t, dtype=float)
+        ns, nt = len(grid_soc), len(grid_t)
+        self.ns, self.nt = ns, nt
+        npar = ns * nt
+        self.npar = npar
+        P = npar * len(LIN)
+        self.P = P
+        AtA = np.zeros((P, P))
+        support = np.zeros(P)
+        skip = () if opts.get("ls_pocv") else ("pocv_dis", "pocv_chg")
+        fit_cases = [c for c in cases if c.role == "fit" and c.profile not in skip]
+        w_bias = opts["bias_weight"]
+        self.items = []
+        for c in fit_cases:
+            soc = case_soc(c, capacity_ah)
+            rows = _row_selection(c)
+            X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"],
+                                  rows)
+            y = c.cols["voltage_v"][rows]
+            # traces count the same, times an optional weight per profile
+            w = math.sqrt(opts.get("profile_weights", {}).get(c.profile, 1.0) / len(rows))
+            Xw = X * w
+            AtA[np.ix_(cols, cols)] += Xw.T @ Xw
+            support[cols] += np.sum(X != 0, axis=0)
+            i = c.cols["current_a"][rows]
+            bias = []
+            for mask in (i > 0, i < 0, i == 0):
+                if int(mask.sum()) < 5:
+                    continue
+                g = X[mask].mean(axis=0) * w_bias
+                AtA[np.ix_(cols, cols)] += np.outer(g, g)
+                bias.append((mask, g))
+            tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
+            si, sw = _bracket_np(grid_soc, soc[rows])
+            tj, tw = _bracket_np(grid_t, tc)
+            si1 = np.minimum(si + 1, ns - 1)
+            tj1 = np.minimum(tj + 1, nt - 1)
+            idx = np.stack([tj * ns + si, tj * ns + si1, tj1 * ns + si, tj1 * ns + si1], 1)
+            wts = np.stack([(1 - sw) * (1 - tw), sw * (1 - tw), (1 - sw) * tw, sw * tw], 1)
+            self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
+                               "tc": tc, "idx": idx, "wts": wts, "bias": bias,
+                               "w_bias": w_bias})
+        R, rhs = _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P)
+        self.R = R
+        self.rhs = rhs
+        AtA += R.T @ R
+        self.AtA = AtA
+        self.Rtr = R.T @ rhs
+        self.cho = cho_factor(AtA + 1e-14 * np.eye(P), lower=True)
+        self.lb = np.concatenate([np.full(npar, 0.5)] + [np.full(npar, 2e-5)] * 4)
+        self.ub = np.concatenate([np.full(npar, 5.0)] + [np.full(npar, 5.0)] * 4)
+        self.x0 = np.concatenate([ocv_c20.ravel()] + [tabs[n].ravel() for n in LIN[1:]])
+
+    def _targets(self, i0_tab):
+        """Per item: the target y + eta (the kinetic term moves to the data side)."""
+        import numpy as np
+
+        from . import ecm
+        flat = np.asarray(i0_tab, dtype=float).ravel()
+        out = []
+        for it in self.items:
+            i0 = np.sum(it["wts"] * flat[it["idx"]], axis=1)
+            out.append(it["y"] + ecm.kinetic_np(it["i"], i0, it["tc"]))
+        return out
+
+    def _rhs(self, targets):
+        import numpy as np
+        Atb = self.Rtr.copy()
+        for it, b in zip(self.items, targets, strict=True):
+            w = it["w"]
+            Atb[it["cols"]] += it["X"].T @ (b * (w * w))
+            for mask, g in it["bias"]:
+                Atb[it["cols"]] += g * (b[mask].mean() * it["w_bias"])
+        return np.asarray(Atb)
+
+    def solve(self, i0_tab, bounded=False):
+        """theta (all LIN tables, flat) for this exchange-current table."""
+        from scipy.linalg import cho_solve
+        targets = self._targets(i0_tab)
+        Atb = self._rhs(targets)
+        x = cho_solve(self.cho, Atb)
+        if bounded and (x < self.lb).any() or bounded and (x > self.ub).any():
+            x = self._bounded(Atb)
+        return x, targets
+
+    def _bounded(self, Atb):
+        import numpy as np
+        from scipy.linalg import solve_triangular
+        from scipy.optimize import lsq_linear
+        L = self.cho[0]
+        L = np.tril(L)
+        z = solve_triangular(L, Atb, lower=True)
+        res = lsq_linear(L.T, z, bounds=(self.lb, self.ub), method="bvls", tol=1e-12,
+                         max_iter=2000)
+        return res.x if res.status >= 0 else np.clip(self.x0, self.lb, self.ub)
+
+    def residuals(self, i0_tab, x=None):
+        """Weighted residual vector of the whole linear problem at its optimum."""
+        import numpy as np
+        if x is None:
+            x, targets = self.solve(i0_tab)
+        else:
+            targets = self._targets(i0_tab)
+        out = []
+        for it, b in zip(self.items, targets, strict=True):
+            e = it["X"] @ x[it["cols"]] - b
+            out.append(e * it["w"])
+            for mask, _ in it["bias"]:
+                out.append(np.array([e[mask].mean() * it["w_bias"]]))
+        out.append(self.R @ x - self.rhs)
+        return np.concatenate(out)
+
+    def tables(self, x):
+        import numpy as np
+        new = {}
+        for k, name in enumerate(LIN):
+            new[name] = x[k * self.npar:(k + 1) * self.npar].reshape(self.nt, self.ns)
+        new["ocv_v"] = np.array([_monotone(r) for r in new["ocv_v"]])
+        return new
+
+
+def _bracket_np(grid, x):
+    from . import ecm
+    return ecm.bracket(grid, x)
+
+
+def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
+    """Regularisation rows (units: volts of RMS error they are worth):
+    OCV: pull to the C/20 OCV, and smoothness of the departure from it along SOC;
+    R tables: smoothness along SOC and temperature relative to the row's size, and a weak
+    pull to the HPPC first estimate (strong where the data do not reach)."""
+    import numpy as np
     ns, nt = len(grid_soc), len(grid_t)
     npar = ns * nt
-    P = npar * len(LIN)
-    AtA = np.zeros((P, P))
-    Atb = np.zeros(P)
-    support = np.zeros(P)
-    fit_cases = [c for c in cases if c.role == "fit" and c.profile not in ("pocv_dis",
-                                                                            "pocv_chg")]
-    w_bias = opts["bias_weight"]
-    for c in fit_cases:
-        soc = case_soc(c, capacity_ah)
-        rows = _row_selection(c)
-        X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"], rows)
-        y = c.cols["voltage_v"][rows]
-        w = 1.0 / math.sqrt(len(rows))   # every trace counts the same
-        Xw = X * w
-        AtA[np.ix_(cols, cols)] += Xw.T @ Xw
-        Atb[cols] += Xw.T @ (y * w)
-        support[cols] += np.sum(X != 0, axis=0)
-        # bias rows: mean error per current direction within this trace
-        i = c.cols["current_a"][rows]
-        for mask in (i > 0, i < 0, i == 0):
-            m = int(mask.sum())
-            if m < 5:
-                continue
-            g = X[mask].mean(axis=0) * w_bias
-            AtA[np.ix_(cols, cols)] += np.outer(g, g)
-            Atb[cols] += g * (y[mask].mean() * w_bias)
-    # regularisation rows (units: volts of RMS error they are worth)
-    #   OCV: pull to the C/20 OCV, and smoothness of the departure from it along SOC;
-    #   R tables: smoothness along SOC and temperature relative to the row's size, and a
-    #   weak pull to the HPPC first estimate (strong where the data do not reach).
     prior = {"ocv_v": ocv_c20, "r0_ohm": tabs["r0_ohm"], "r0c_ohm": tabs["r0c_ohm"],
              "r1_ohm": tabs["r1_ohm"], "r2_ohm": tabs["r2_ohm"]}
     regs = []
@@ -517,7 +649,6 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts):
                 r[off + j * ns + s - 1:off + j * ns + s + 2] = np.array([1.0, -2.0, 1.0])
                 r *= lam_s / sc[j]
                 regs.append(r)
-                # OCV: smooth departure from the prior; R: smooth table
                 rhs.append(float(r[off + j * ns + s - 1:off + j * ns + s + 2]
                                  @ pr[j, s - 1:s + 2]) if name == "ocv_v" else 0.0)
             for s in range(ns):
@@ -528,7 +659,6 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts):
                 regs.append(r)
                 rhs.append(lam / sc[j] * pr[j, s])
         if lam_t > 0 and nt > 2:
-            # second difference along temperature of log-ish (relative) values
             for j in range(1, nt - 1):
                 for s in range(ns):
                     r = np.zeros(P)
@@ -536,24 +666,63 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts):
                         r[off + jj * ns + s] = cf * lam_t / sc[jj]
                     regs.append(r)
                     rhs.append(0.0)
-    R = np.array(regs)
-    AtA += R.T @ R
-    Atb += R.T @ np.array(rhs)
-    # solve the bounded problem on the Cholesky factor of the normal equations
-    L = np.linalg.cholesky(AtA + 1e-14 * np.eye(P))
-    from scipy.linalg import solve_triangular
-    z = solve_triangular(L, Atb, lower=True)
-    lb = np.concatenate([np.full(npar, 0.5)] + [np.full(npar, 2e-5)] * 4)
-    ub = np.concatenate([np.full(npar, 5.0)] + [np.full(npar, 5.0)] * 4)
-    x0 = np.concatenate([ocv_c20.ravel()] + [tabs[n].ravel() for n in LIN[1:]])
-    x0 = np.clip(x0, lb + 1e-9, ub - 1e-9)
-    res = lsq_linear(L.T, z, bounds=(lb, ub), method="bvls", tol=1e-12, max_iter=2000)
-    x = res.x if res.status >= 0 else x0
+    return np.array(regs), np.array(rhs)
+
+
+def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log=None):
+    """Linear tables (OCV, R0, R0c, R1, R2) by least squares and, around it, the exchange
+    current i0 by variable projection: log i0 at a few SOC knots per temperature are the
+    only nonlinear parameters (Gauss-Newton, scipy least_squares); for each trial i0 the
+    linear tables are re-solved. Returns the tables including i0_a."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    lp = LinearProblem(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts)
+    nt = len(grid_t)
+    knots = np.asarray(opts["i0_soc_knots"], dtype=float)
+    nk = len(knots)
+    info = {}
+    if opts["kinetic"] and lp.items:
+        lo, hi = math.log(opts["i0_range_a"][0]), math.log(opts["i0_range_a"][1])
+        lam = opts["i0_smooth"]
+
+        def resid(phi):
+            ph = phi.reshape(nt, nk)
+            r = lp.residuals(i0_table(ph, knots, grid_soc))
+            # smoothness of log i0 along the SOC knots (the data are thin at the ends)
+            sm = (ph[:, :-2] - 2 * ph[:, 1:-1] + ph[:, 2:]).ravel() * lam if nk > 2 else []
+            return np.concatenate([r, sm])
+
+        # start: one i0 per temperature, the best of a coarse scan
+        phi0 = np.zeros((nt, nk))
+        for j in range(nt):
+            best = None
+            for g in np.linspace(lo + 0.5, hi - 0.5, 9):
+                ph = phi0.copy()
+                ph[j] = g
+                c = float(np.sum(resid(ph.ravel()) ** 2))
+                if best is None or c < best[0]:
+                    best = (c, g)
+            phi0[j] = best[1]
+        res = least_squares(resid, phi0.ravel(), bounds=(lo, hi), x_scale=1.0,
+                            diff_step=1e-3, max_nfev=opts["i0_max_nfev"], method="trf")
+        phi = res.x.reshape(nt, nk)
+        info = {"i0_nfev": int(res.nfev), "i0_cost": float(res.cost)}
+        i0 = i0_table(phi, knots, grid_soc)
+    else:
+        from . import ecm
+        i0 = np.full((nt, len(grid_soc)), ecm.I0_NONE)
+    x, _ = lp.solve(i0, bounded=True)
     new = dict(tabs)
-    for k, name in enumerate(LIN):
-        new[name] = x[k * npar:(k + 1) * npar].reshape(nt, ns)
-    new["ocv_v"] = np.array([_monotone(r) for r in new["ocv_v"]])
-    return new
+    new.update(lp.tables(x))
+    new["i0_a"] = i0
+    if log:
+        log("fit: i0 (A) at SOC %s: %s" % (
+            ",".join("%g" % k for k in knots),
+            "; ".join("%g degC %s" % (T, ",".join("%.3g" % v for v in
+                                                  np.interp(knots, grid_soc, i0[j])))
+                      for j, T in enumerate(grid_t))))
+    return new, info
 
 
 # ------------------------------------------------------------------ step 5: thermal
@@ -643,7 +812,10 @@ def default_options():
     return {"soc_grid": list(SOC_GRID), "bias_weight": 3.0, "smooth_r": 3e-3,
             "smooth_r_temp": 0.0, "smooth_ocv": 0.3, "prior_ocv": 0.1, "prior_r": 1e-3,
             "core_temp_weight": 0.3, "thermal_heat": "data",
-            "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE)}
+            "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE),
+            "kinetic": True, "i0_soc_knots": [0.0, 0.2, 0.5, 0.8, 1.0],
+            "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_max_nfev": 40,
+            "ls_pocv": False, "profile_weights": {}}
 
 
 def fit_dataset(folder, ambients=None, opts=None, log=print):
@@ -653,7 +825,7 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     from . import ecm
     opts = dict(default_options(), **(opts or {}))
     t0 = time.perf_counter()
-    cases, manifest = load_dataset(folder, ambients)
+    cases, manifest = load_dataset(folder, ambients, opts.get("fit_profiles"))
     log("fit: %d traces (%d fit, %d validation) read in %.1f s"
         % (len(cases), sum(c.role == "fit" for c in cases),
            sum(c.role != "fit" for c in cases), time.perf_counter() - t0))
@@ -666,7 +838,7 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     tabs["ocv_v"] = ocv_c20
     log("fit: %d HPPC steps fitted (%.1f s)" % (sum(len(v) for v in blocks.values()),
                                                  time.perf_counter() - t0))
-    tabs = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts)
+    tabs, ginfo = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts, log=log)
     log("fit: global refinement done (%.1f s)" % (time.perf_counter() - t0))
     thermal0 = {"c_core_j_per_k": 70.0, "c_surf_j_per_k": 5.0, "r_core_surf_k_per_w": 2.0,
                 "r_surf_amb_k_per_w": 10.0}
@@ -684,14 +856,28 @@ def _round_table(a, digits):
     return [[round(float(x), digits) for x in row] for row in a]
 
 
+def split_record(cases):
+    """Which traces the fit used and which it held out (and where that differs from the
+    manifest's roles)."""
+    fit_p = sorted({c.profile for c in cases if c.role == "fit"})
+    val_p = sorted({c.profile for c in cases if c.role != "fit"})
+    moved = sorted(c.name for c in cases
+                   if getattr(c, "manifest_role", None) not in (None, c.role))
+    return {"fit_profiles": fit_p, "validation_profiles": val_p,
+            "fit_cases": sorted(c.name for c in cases if c.role == "fit"),
+            "validation_cases": sorted(c.name for c in cases if c.role != "fit"),
+            "role_differs_from_manifest": moved}
+
+
 def build_calibration(tb, info, cell_id, chemistry, results):
     lim = LIMITS[chemistry]
     cap = info["capacity_ah"]
     tabs = {"soc": [round(float(s), 6) for s in tb.soc],
             "temp_c": [round(float(t), 3) for t in tb.temp]}
-    for name in ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s"):
-        tabs[name] = _round_table(tb.tab[name], 7 if name != "tau1_s" and name != "tau2_s"
-                                  else 4)
+    for name in ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s",
+                 "i0_a"):
+        tabs[name] = _round_table(tb.tab[name], 4 if name in ("tau1_s", "tau2_s") else
+                                  5 if name == "i0_a" else 7)
     created = os.environ.get("SOURCE_DATE_EPOCH")
     stamp = time.gmtime(int(created)) if created else time.gmtime()
     body = {
@@ -713,8 +899,10 @@ def build_calibration(tb, info, cell_id, chemistry, results):
             "dataset": info["manifest"].get("cell", ""),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp),
             "fit_options": info["opts"],
-            "model": "device/bms/model.py: OCV - R0*i - 2 RC, bilinear in (soc, core "
-                     "temperature); core-surface-ambient thermal, backward Euler",
+            "split": split_record(info["cases"]),
+            "model": "device/bms/model.py: OCV - R0*i - 2 RC - Butler-Volmer "
+                     "b*asinh(i/2i0), bilinear in (soc, core temperature); "
+                     "core-surface-ambient thermal, backward Euler",
             "rmse": {name: {k: (round(v, 3) if isinstance(v, float) else v)
                             for k, v in m.items()} for name, m in sorted(results.items())},
         },
@@ -731,7 +919,12 @@ def run(args):
             ambients = [float(a) for a in args.ambients.split(",") if a.strip()]
         except ValueError:
             raise UserError("--ambients must be comma-separated numbers, e.g. 25,0") from None
-    tabs, tb, info = fit_dataset(args.data, ambients)
+    fit_profiles = [f.strip() for f in args.fit_profiles.split(",") if f.strip()]
+    if not fit_profiles:
+        raise UserError("--fit-profiles needs at least one profile, e.g. %s"
+                        % ",".join(FIT_PROFILES))
+    tabs, tb, info = fit_dataset(args.data, ambients, {"fit_profiles": fit_profiles})
+    fit_only_s = time.perf_counter() - t0
     manifest = info["manifest"]
     chemistry = args.chemistry or _chemistry(manifest, args.data)
     cell_id = args.cell_id or manifest.get("cell") or Path(args.data).resolve().name
@@ -749,15 +942,24 @@ def run(args):
     read_calibration(args.out)  # round trip through the device's validator
     fit_s = time.perf_counter() - t0
     print(summary_table(results))
-    print("fit: wrote %s in %.1f s" % (args.out, fit_s))
-    if args.report:
-        write_report(args.report, info, tb, results, sims, fit_s, args.out)
-        print("fit: report in %s (%.1f s total)" % (args.report, time.perf_counter() - t0))
+    print("fit: wrote %s: fit %.1f s, with validation %.1f s" % (args.out, fit_only_s, fit_s))
+    report = args.report
+    if report is None and not args.no_report:
+        report = default_report_dir(args.out, cell_id)
+    if report:
+        write_report(report, info, tb, results, sims, fit_s, args.out)
+        print("fit: report in %s (%.1f s total)" % (report, time.perf_counter() - t0))
     bad = [n for n, m in results.items() if m["role"] != "fit"
            and (m["rmse_mv"] > floors_for(m["ambient_c"]) or m["t_rmse_c"] > 0.5)]
     if bad:
         print("fit: held-out cases above the floors: %s" % ", ".join(bad), file=sys.stderr)
     return 0
+
+
+def default_report_dir(cal_path, cell_id):
+    """calibration/lgm50.json -> calibration/reports/lgm50/"""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cell_id)) or Path(cal_path).stem
+    return Path(cal_path).resolve().parent / "reports" / name
 
 
 def _chemistry(manifest, folder):
@@ -837,7 +1039,8 @@ def write_report(folder, info, tb, results, sims, fit_s, cal_path):
             lim = 40.0
             ax.hist(np.clip(e, -lim, lim), bins=80, range=(-lim, lim), histtype="step",
                     density=True, label="%g degC" % cases[name].ambient_c)
-        ax.set_title("%s (%s)" % (prof, "fit" if prof in FIT_PROFILES else "held out"),
+        roles = {cases[n].role for n in sims if cases[n].profile == prof}
+        ax.set_title("%s (%s)" % (prof, "fit" if roles == {"fit"} else "held out"),
                      fontsize=9)
         ax.set_xlabel("model - data (mV, clipped at 40)", fontsize=8)
         ax.legend(fontsize=7)

@@ -15,6 +15,7 @@ import tty
 from . import REPO, UserError
 from .mpy import micropython_binary, micropython_env
 
+HEAP = "16M"  # room for a long drive cycle; a board has far less, but no trace
 HELP = "run the simulated device on a pseudo-terminal (prints `port: /dev/pts/N`)"
 
 
@@ -62,7 +63,7 @@ class SimDevice:
     def boot(self):
         """(Re)start the interpreter: the board powering up."""
         self.proc = subprocess.Popen(
-            [micropython_binary(), "-i", "-c", "import sim.boot"],
+            [micropython_binary(), "-X", "heapsize=%s" % HEAP, "-i", "-c", "import sim.boot"],
             stdin=self.master, stdout=self.master, stderr=self.master,
             cwd=self.flash, env=self._env(), close_fds=True, start_new_session=True)
         self.boots += 1

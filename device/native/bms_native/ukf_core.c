@@ -11,9 +11,11 @@
 #ifdef BMS_REAL_DOUBLE
 #define BMS_EXP(v) exp(v)
 #define BMS_SQRT(v) sqrt(v)
+#define BMS_LOG(v) log(v)
 #else
 #define BMS_EXP(v) expf(v)
 #define BMS_SQRT(v) sqrtf(v)
+#define BMS_LOG(v) logf(v)
 #endif
 
 /* A literal in the working precision, rounded once at compile time. */
@@ -21,7 +23,10 @@
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
 enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE };
-enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2 };
+enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0 };
+
+/* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
+#define KIN_B BMS_C(2.0 * 8.314462618 / 96485.33212)
 
 #define NX BMS_NX
 #define NZ BMS_NZ
@@ -178,6 +183,15 @@ static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab
     }
 }
 
+/* Butler-Volmer overpotential (V) at current i_a, exchange current i0_a (model.kinetic_v):
+ * asinh written out (odd-symmetric for accuracy), as in the reference. */
+static bms_real kinetic_v(bms_real i_a, bms_real i0_a, bms_real tc) {
+    bms_real x = i_a / (BMS_C(2.0) * i0_a);
+    bms_real ax = x >= BMS_C(0.0) ? x : -x;
+    bms_real eta = BMS_LOG(ax + BMS_SQRT(ax * ax + BMS_C(1.0)));
+    return KIN_B * (tc + BMS_C(273.15)) * (x >= BMS_C(0.0) ? eta : -eta);
+}
+
 /* Advance one sample (model.step); s = {soc, v1, v2, tc, ts} in physical units. */
 static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c,
                        bms_real dt_s, bms_real *tab) {
@@ -187,7 +201,7 @@ static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c
     a1 = BMS_EXP(-dt_s / tab[T_TAU1]);
     a2 = BMS_EXP(-dt_s / tab[T_TAU2]);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * p[R0_SCALE];
-    heat_w = i_a * (r0 * i_a + s[1] + s[2]);
+    heat_w = i_a * (r0 * i_a + s[1] + s[2] + kinetic_v(i_a, tab[T_I0], s[3]));
     s[1] = a1 * s[1] + tab[T_R1] * (BMS_C(1.0) - a1) * i_a;
     s[2] = a2 * s[2] + tab[T_R2] * (BMS_C(1.0) - a2) * i_a;
     s[0] = s[0] - i_a * dt_s / p[CAP_AS];
@@ -211,7 +225,7 @@ static bms_real model_voltage(const params *m, const bms_real *s, bms_real i_a,
     bms_real r0;
     lookup(m, s[0], s[3], tab);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * m->p[R0_SCALE];
-    return tab[T_OCV] - s[1] - s[2] - r0 * i_a;
+    return tab[T_OCV] - s[1] - s[2] - r0 * i_a - kinetic_v(i_a, tab[T_I0], s[3]);
 }
 
 /* ---- filter (ukf.py) ------------------------------------------------------------- */

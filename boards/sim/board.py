@@ -1,0 +1,205 @@
+# The simulated board: the Pico's drivers on a simulated I2C bus, fed by a plant (one
+# calibrated ECM + thermal model per cell) in virtual time, with fault injection.
+from array import array
+
+from bms import calfile, model
+from drivers import ntc, sim_i2c
+from pico import board as pico
+
+AMBIENT_C = 25.0
+
+
+class SimPin:
+    def __init__(self, value=0):
+        self._v = value
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+
+
+class SimWDT:
+    def __init__(self):
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+class Trace:
+    """Current and ambient from a trace CSV (current_a, optional ambient_c), looped."""
+
+    def __init__(self, path):
+        # arrays, not lists: a long trace of boxed floats would not fit the heap
+        self.t = array("d")
+        self.i = array("f")
+        self.ta = array("f")
+        with open(path) as f:
+            names = [h.strip() for h in f.readline().split(",")]
+            if "time_s" not in names or "current_a" not in names:
+                raise ValueError("sim trace %s needs columns time_s and current_a" % path)
+            kt, ki = names.index("time_s"), names.index("current_a")
+            ka = names.index("ambient_c") if "ambient_c" in names else -1
+            for line in f:
+                c = line.split(",")
+                if len(c) < len(names):
+                    continue
+                self.t.append(float(c[kt]))
+                self.i.append(float(c[ki]))
+                self.ta.append(float(c[ka]) if ka >= 0 else AMBIENT_C)
+        if len(self.t) < 2:
+            raise ValueError("sim trace %s has fewer than two rows" % path)
+        t0 = self.t[0]
+        for k in range(len(self.t)):
+            self.t[k] -= t0
+        self.k = 0
+
+    def at(self, t_s):
+        """(current, ambient) in force at t_s: the row whose interval contains t_s."""
+        t = self.t
+        if t_s >= t[-1]:
+            return 0.0, self.ta[-1]
+        k = self.k if t[self.k] <= t_s else 0
+        while k + 1 < len(t) and t[k + 1] < t_s:
+            k += 1
+        self.k = k
+        return self.i[k + 1], self.ta[k + 1]
+
+
+class Plant:
+    """Series cells with spread, one current, one ambient; surface temperatures read
+    by the NTCs."""
+
+    def __init__(self, cal, cells, soc=0.8, ambient_c=AMBIENT_C):
+        self.cells = []
+        for k in range(cells):
+            # A little spread so balancing and weakest-cell logic have work to do.
+            p = model.pack(cal, cal["cell"]["capacity_ah"] * (1.0 - 0.01 * (k % 3)))
+            self.cells.append(model.Simulator(p, soc - 0.005 * (k % 4), ambient_c))
+        self.v = [0.0] * cells
+        self.ambient_c = ambient_c
+        self.current_a = 0.0
+        self.t_s = 0.0
+        self.bleed = [False] * cells
+        for k in range(cells):
+            self.v[k] = self.cells[k].step(0.0, ambient_c, 1e-3)
+
+    def advance(self, dt_s, current_a, ambient_c):
+        self.current_a = current_a
+        self.ambient_c = ambient_c
+        for k in range(len(self.cells)):
+            i = current_a + (0.05 if self.bleed[k] else 0.0)  # bleeder draws 50 mA
+            self.v[k] = self.cells[k].step(i, ambient_c, dt_s)
+        self.t_s += dt_s
+
+
+class SimBoard:
+    """Builds the Pico board on simulated parts; advance(dt) moves the plant and
+    writes the physical values into the simulated devices."""
+
+    def __init__(self, cells=1, trace=None, cal=None):
+        self.i2c = sim_i2c.SimI2C()
+        self.ina = sim_i2c.SimINA226(0x40, 0.002)
+        self.ina.noise_lsb = 1  # real converters dither; a bit-exact value reads as stuck
+        self.i2c.add(self.ina)
+        self.ads = []
+        for k in range((cells + 3) // 4):
+            a = sim_i2c.SimADS1115(0x48 + k)
+            a.noise_lsb = 1
+            self.i2c.add(a)
+            self.ads.append(a)
+        self.n_ntc = 2 if cells > 1 else 1
+        self._ntc_x = [0.5] * self.n_ntc
+        self._ntc_model = ntc.Ntc(None, ntc.Beta())
+        reads = [self._reader(k) for k in range(self.n_ntc)]
+        self.board = pico.build(self.i2c, reads, lambda x, hi: SimPin(0 if hi else 1),
+                                {"series_cells": cells, "n_ntc": self.n_ntc})
+        self.board.name = "sim"
+        self.board.wdt = SimWDT()
+        self.cells = cells
+        self.trace = Trace(trace) if trace else None
+        self.plant = None
+        self.faults = {}
+        self.set_calibration(cal)
+
+    def _reader(self, k):
+        def read():
+            f = self.faults.get("temp%d" % k)
+            if f == "open":
+                return 65535
+            return int(self._ntc_x[k] * 65535 + 0.5)
+        return read
+
+    def set_calibration(self, cal):
+        """The plant is the calibrated model (a sample cell when there is none)."""
+        if cal is None:
+            from sim import sample_cal
+            cal = sample_cal.calibration()
+        self.plant = Plant(cal, self.cells)
+        self._write()
+
+    # -- fault injection ---------------------------------------------------------
+    def inject(self, kind, channel=0, value=None):
+        """kind: 'unplug_current', 'plug_current', 'overvoltage' (cell channel, volts),
+        'temp_open' (sensor channel), 'stuck_current', 'clear'."""
+        if kind == "unplug_current":
+            self.i2c.unplug(0x40)
+        elif kind == "plug_current":
+            self.i2c.plug(0x40)
+        elif kind == "overvoltage":
+            self.faults["ov%d" % channel] = 4.35 if value is None else value
+        elif kind == "temp_open":
+            self.faults["temp%d" % channel] = "open"
+        elif kind == "clear":
+            self.faults = {}
+            self.i2c.plug(0x40)
+        else:
+            raise ValueError("sim: unknown fault %r" % (kind,))
+        self._write()
+
+    # -- plant -> devices ---------------------------------------------------------
+    def advance(self, dt_s):
+        if self.trace is not None:
+            i, ta = self.trace.at(self.plant.t_s + dt_s)
+        else:
+            i, ta = 0.0, self.plant.ambient_c
+        # The FETs are real switches here: an open one stops current in its direction.
+        b = self.board
+        if (i > 0.0 and not b.discharge_fet.is_on) or (i < 0.0 and not b.charge_fet.is_on):
+            i = 0.0
+        self.plant.advance(dt_s, i, ta)
+        self._write()
+
+    def _write(self):
+        p = self.plant
+        self.ina.set_current_a(p.current_a)
+        stack = 0.0
+        ratios = [(k + 1) * 4.5 / 4.0 for k in range(self.cells)]
+        for k in range(self.cells):
+            v = self.faults.get("ov%d" % k, p.v[k])
+            stack += v
+            self.ads[k // 4].set_input_v(k % 4, stack / ratios[k])
+        self.ina.set_bus_v(stack)
+        for j in range(self.n_ntc):
+            # each NTC sits on the cells it serves; it reads their mean surface temperature
+            ts = 0.0
+            n = 0
+            for k in range(self.cells):
+                if k * self.n_ntc // self.cells == j:
+                    ts += p.cells[k].ts
+                    n += 1
+            t = ts / n if n else p.ambient_c
+            if t != t:
+                t = p.ambient_c
+            self._ntc_x[j] = self._ntc_model.ratio_for(t)
+
+    def ambient_c(self):
+        return self.plant.ambient_c
+
+
+def make_board(cells=1, trace=None, cal_path=None):
+    cal = None
+    if cal_path:
+        cal = calfile.load(cal_path)[0]
+    return SimBoard(cells, trace, cal)

@@ -1,0 +1,333 @@
+# The BMS application: a 10 ms fast tick (sample, count charge, protect, drive FETs)
+# and a 100 ms estimator tick (UKF per cell, RLS, SOH, SOP; round-robin when the
+# cells do not all fit in one tick). Protection never waits for the estimator.
+import sys
+
+try:
+    from time import ticks_diff, ticks_ms, ticks_us
+except ImportError:  # CPython
+    import time as _t
+
+    def ticks_ms():
+        return int(_t.monotonic() * 1000)
+
+    def ticks_us():
+        return int(_t.monotonic() * 1000000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+from bms import backends, balancing, calfile, calstore, estimator, faultlog, protection, \
+    sensors, sop
+
+FAST_MS = 10
+EST_MS = 100
+FAULTLOG_PATH = "faults.json"
+UPLOAD_PATH = "cal/upload.json"
+
+
+class LoopStats:
+    """Duration of one kind of tick: last, max, mean (us) and overruns of its period."""
+
+    def __init__(self, period_ms):
+        self.period_us = period_ms * 1000
+        self.last_us = 0
+        self.max_us = 0
+        self.total_us = 0
+        self.count = 0
+        self.overruns = 0
+
+    def add(self, us):
+        self.last_us = us
+        if us > self.max_us:
+            self.max_us = us
+        self.total_us += us
+        self.count += 1
+        if us > self.period_us:
+            self.overruns += 1
+
+    def as_dict(self):
+        return {"last_us": self.last_us, "max_us": self.max_us, "overruns": self.overruns,
+                "mean_us": self.total_us // self.count if self.count else 0}
+
+
+class App:
+    def __init__(self, board, default_calibration=None, backend=None, cells_per_tick=None,
+                 device_id="bms"):
+        # `board` is a board module's object: a sensors.Board, or the sim's SimBoard.
+        self.sim = board if hasattr(board, "advance") else None
+        self.hw = board.board if self.sim is not None else board
+        hw = self.hw
+        self.n = hw.n_cells
+        self.device_id = device_id
+        self.log = faultlog.FaultLog(FAULTLOG_PATH)
+        self.sensors = sensors.Sensors(hw)
+        self.balancer = balancing.Balancer(self.n)
+        self.backend_name = backend
+        self.store = calstore.CalStore(self.n)
+        if not self.store.load() and default_calibration:
+            try:
+                self.store.install_text(open(default_calibration).read())
+            except (OSError, calfile.CalibrationError) as e:
+                self.store.note = "default calibration refused: %s" % e
+        self.protection = None
+        self.cells = []
+        self._apply_calibration()
+        self.cells_per_tick = cells_per_tick or self.n
+        self._rr = 0
+        # Charge counted as an integer: mA*s plus a uA*s remainder (small ints only).
+        self.charge_mas = 0
+        self._rem_uas = 0
+        self._cell_mas = [0] * self.n      # counter value at each cell's last update
+        self._cell_ms = [None] * self.n    # time of each cell's last update
+        self.now_ms = 0
+        self._last_fast = None
+        self._last_est = None
+        self.fast_stats = LoopStats(FAST_MS)
+        self.est_stats = LoopStats(EST_MS)
+        self.checkins = {"fast": False, "estimator": False}
+        self.wdt = getattr(hw, "wdt", None)
+        self.tel = None
+
+    # -- calibration ------------------------------------------------------------
+    def _apply_calibration(self):
+        cal = self.store.cal
+        chem = cal["cell"]["chemistry"] if cal else "nmc"
+        self.protection = protection.Protection(protection.build_config(cal, None, chem),
+                                                self.log)
+        self.cells = []
+        if cal is not None:
+            b = backends.make(self.backend_name)
+            self.cells = [estimator.CellEstimator(cal, b) for _ in range(self.n)]
+            self._cell_ms = [None] * self.n
+
+    def install_calibration(self, path=UPLOAD_PATH):
+        """Hot-reload: validate and store an uploaded calibration, then use it.
+        Returns the new checksum; raises CalibrationError and keeps the old one."""
+        checksum = self.store.install_file(path)
+        self._apply_calibration()
+        self.log.append("CAL_NEW", self.now_ms, 0)
+        return checksum
+
+    # -- ticks -------------------------------------------------------------------
+    def _count_charge(self, i_a, dt_ms):
+        uas = int(i_a * dt_ms * 1000.0) + self._rem_uas
+        q = uas // 1000
+        self.charge_mas += q
+        self._rem_uas = uas - q * 1000
+
+    def fast_tick(self, now_ms):
+        t0 = ticks_us()
+        s = self.sensors.read(now_ms)
+        if self._last_fast is not None and s.current_st == sensors.OK:
+            self._count_charge(s.current_a, ticks_diff(now_ms, self._last_fast))
+        self._last_fast = now_ms
+        p = self.protection
+        p.update(s, now_ms)
+        hw = self.hw
+        if hw.charge_fet is not None:
+            hw.charge_fet.set(p.charge_fet_on)
+        if hw.discharge_fet is not None:
+            hw.discharge_fet.set(p.discharge_fet_on)
+        self.checkins["fast"] = True
+        self.fast_stats.add(ticks_diff(ticks_us(), t0))
+
+    def estimator_tick(self, now_ms):
+        t0 = ticks_us()
+        s = self.sensors.sample
+        if s.t_ms is not None and s.current_st == sensors.OK and self.cells:
+            ta = self.ambient_c(s)
+            for _ in range(min(self.cells_per_tick, self.n)):
+                k = self._rr
+                self._rr = (self._rr + 1) % self.n
+                self._estimate_cell(k, s, now_ms, ta)
+        soc = [c.soc() for c in self.cells] if self.cells else None
+        mask = self.balancer.update(s.cell_v, s.current_a if s.current_a == s.current_a
+                                    else 0.0, bool(self.protection.active), soc, s.cell_st)
+        if self.hw.bleeders is not None:
+            self.hw.bleeders.set_mask(mask)
+        if self.sim is not None:
+            for k in range(self.n):
+                self.sim.plant.bleed[k] = bool(mask & (1 << k))
+        if self.log.dirty and self.log.path:
+            self.log.save()
+            self.log.dirty = False
+        self.checkins["estimator"] = True
+        self.est_stats.add(ticks_diff(ticks_us(), t0))
+
+    def _estimate_cell(self, k, s, now_ms, ta):
+        c = self.cells[k]
+        last = self._cell_ms[k]
+        v = s.cell_v[k] if s.cell_st[k] == sensors.OK else float("nan")
+        t = s.cell_temp_c(k) if s.temp_st[s.cell_temp[k]] == sensors.OK else float("nan")
+        if last is None:
+            self._cell_ms[k] = now_ms
+            self._cell_mas[k] = self.charge_mas
+            c.step(s.current_a, v, t, ta, 0.0)   # boot: SOC from OCV
+            c.update_sop(ta)
+            return
+        dt_ms = ticks_diff(now_ms, last)
+        if dt_ms <= 0:
+            return
+        # Mean current since this cell's last update, from the integer counter.
+        i_avg = (self.charge_mas - self._cell_mas[k]) / dt_ms
+        self._cell_ms[k] = now_ms
+        self._cell_mas[k] = self.charge_mas
+        c.step(i_avg, v, t, ta, dt_ms / 1000.0)
+        c.update_sop(ta)
+
+    def ambient_c(self, s):
+        if self.sim is not None:
+            return self.sim.ambient_c()
+        amb = getattr(self.hw, "ambient_c", None)
+        if amb is not None:
+            return amb()
+        t = s.temp_c[0]
+        for k in range(s.n_temps):
+            if s.temp_c[k] < t:
+                t = s.temp_c[k]
+        return t
+
+    def service(self, now_ms):
+        """Run whatever ticks are due at now_ms; feed the watchdog only when every task
+        has checked in since the last feed."""
+        if self._last_fast is None or ticks_diff(now_ms, self._last_fast) >= FAST_MS:
+            self.fast_tick(now_ms)
+        if self._last_est is None or ticks_diff(now_ms, self._last_est) >= EST_MS:
+            self._last_est = now_ms
+            self.estimator_tick(now_ms)
+            if self.tel is not None:
+                self.tel.tick(now_ms, self.status(False))
+        if self.checkins["fast"] and self.checkins["estimator"]:
+            if self.wdt is not None:
+                self.wdt.feed()
+            self.checkins["fast"] = False
+            self.checkins["estimator"] = False
+        self.now_ms = now_ms
+
+    def run_forever(self):  # pragma: no cover - the board's main loop
+        while True:
+            self.service(ticks_ms())
+
+    def run_virtual(self, seconds):
+        """Simulated board: advance plant and BMS by `seconds` of virtual time."""
+        if self.sim is None:
+            raise RuntimeError("run() advances virtual time on the simulated board only")
+        steps = int(seconds * 1000 / FAST_MS + 0.5)
+        for _ in range(steps):
+            self.sim.advance(FAST_MS / 1000.0)
+            self.service(self.now_ms + FAST_MS)
+        return self.now_ms
+
+    # -- the maker's view ----------------------------------------------------------
+    def pack_soc(self):
+        """The weakest cell decides: min SOC on discharge (the pack is empty when its
+        emptiest cell is)."""
+        if not self.cells:
+            return None
+        return min(c.soc() for c in self.cells)
+
+    def status(self, show=True):
+        s = self.sensors.sample
+        p = self.protection
+        cells = self.cells
+        d = {
+            "device_id": self.device_id,
+            "t_ms": self.now_ms,
+            "cells": self.n,
+            "v": [s.cell_v[k] for k in range(self.n)],
+            "temp_c": [s.temp_c[k] for k in range(s.n_temps)],
+            "i_a": s.current_a,
+            "soc": [c.soc() for c in cells],
+            "soc_sigma": [c.soc_sigma() for c in cells],
+            "soc_pack": self.pack_soc(),
+            "temp_core_c": [c.temp_core_c() for c in cells],
+            "r0_ohm": [c.r0_ohm() for c in cells],
+            "capacity_ah": [c.capacity_ah() for c in cells],
+            "soh": min(c.soh() for c in cells) if cells else None,
+            "soh_sigma": max(c.cap.soh_sigma() for c in cells) if cells else None,
+            "sop_dis_a": [min(c.i_dis[h] for c in cells) for h in range(len(sop.HORIZONS_S))]
+            if cells else [],
+            "sop_chg_a": [min(c.i_chg[h] for c in cells) for h in range(len(sop.HORIZONS_S))]
+            if cells else [],
+            "fet_chg": p.charge_fet_on,
+            "fet_dsg": p.discharge_fet_on,
+            "faults": sorted(p.active),
+            "charge_mas": self.charge_mas,
+            "loop_fast": self.fast_stats.as_dict(),
+            "loop_est": self.est_stats.as_dict(),
+            "backend": cells[0].backend.name if cells else "none",
+            "cal_checksum": self.store.checksum,
+        }
+        if show:
+            _print_status(d)
+        return d
+
+    def faults(self):
+        ev = self.log.events()
+        for code, t, v in ev:
+            print("%10.2f s  %-14s %s" % (t / 1000.0, code, v))
+        return ev
+
+    def cal_info(self):
+        st = self.store
+        cal = st.cal or {}
+        info = {"checksum": st.checksum, "source": st.source, "note": st.note,
+                "cell": cal.get("cell", {}).get("id"),
+                "chemistry": cal.get("cell", {}).get("chemistry"),
+                "capacity_ah": cal.get("cell", {}).get("capacity_ah"),
+                "series_cells": self.n}
+        return info
+
+    def reset_faults(self):
+        return self.protection.reset_faults(self.now_ms)
+
+    def selftest(self):
+        """Check every part once; returns {part: 'ok' or a sentence}."""
+        r = {}
+        s = self.sensors.read(self.now_ms)
+        r["current"] = "ok" if s.current_st == sensors.OK else \
+            "current sensor: %s" % sensors.STATUS[s.current_st]
+        bad = [k for k in range(self.n) if s.cell_st[k] != sensors.OK]
+        r["cells"] = "ok" if not bad else "cell taps %s: %s" % (
+            bad, [sensors.STATUS[s.cell_st[k]] for k in bad])
+        bad = [k for k in range(s.n_temps) if s.temp_st[k] != sensors.OK]
+        r["temperatures"] = "ok" if not bad else "temperature sensors %s faulty" % bad
+        r["calibration"] = "ok" if self.store.cal else (self.store.note or "none")
+        r["backend"] = self.cells[0].backend.name if self.cells else "no estimator"
+        ok, why = backends.available("native")
+        r["native"] = "ok" if ok else why
+        for line in sorted(r):
+            print("%-13s %s" % (line, r[line]))
+        return r
+
+
+def _fmt(x, f="%.3f"):
+    return "-" if x is None or x != x else f % x
+
+
+def _print_status(d):
+    w = sys.stdout.write
+    w("BMS %s  t=%.1f s  backend=%s  cal=%s\n" % (
+        d["device_id"], d["t_ms"] / 1000.0, d["backend"], (d["cal_checksum"] or "none")[:12]))
+    w("cell      V       T(C)   SOC %   sigma   Tcore   R0 mOhm\n")
+    for k in range(d["cells"]):
+        soc = d["soc"][k] * 100 if d["soc"] else None
+        sig = d["soc_sigma"][k] * 100 if d["soc_sigma"] else None
+        tc = d["temp_core_c"][k] if d["temp_core_c"] else None
+        r0 = d["r0_ohm"][k] * 1000 if d["r0_ohm"] else None
+        t = d["temp_c"][0] if d["temp_c"] else None
+        w("%4d  %7s  %7s  %6s  %6s  %6s  %7s\n" % (k, _fmt(d["v"][k]), _fmt(t, "%.1f"),
+          _fmt(soc, "%.1f"), _fmt(sig, "%.2f"), _fmt(tc, "%.1f"), _fmt(r0, "%.1f")))
+    w("pack: I=%s A  SOC=%s %%  SOH=%s  FET chg=%s dsg=%s\n" % (
+        _fmt(d["i_a"]), _fmt(d["soc_pack"] * 100 if d["soc_pack"] is not None else None,
+                             "%.1f"),
+        _fmt(d["soh"]), "on" if d["fet_chg"] else "OFF", "on" if d["fet_dsg"] else "OFF"))
+    if d["sop_dis_a"]:
+        w("SOP 2/10/30 s: discharge %s A, charge %s A\n" % (
+            "/".join(_fmt(x, "%.1f") for x in d["sop_dis_a"]),
+            "/".join(_fmt(x, "%.1f") for x in d["sop_chg_a"])))
+    w("faults: %s\n" % (", ".join(d["faults"]) or "none"))
+    f, e = d["loop_fast"], d["loop_est"]
+    w("loop: fast %d/%d us (mean/max, %d overruns), estimator %d/%d us (%d overruns)\n" % (
+        f["mean_us"], f["max_us"], f["overruns"], e["mean_us"], e["max_us"], e["overruns"]))
