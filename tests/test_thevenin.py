@@ -4,7 +4,12 @@ PyBaMM's `equivalent_circuit.Thevenin` with two RC elements is the continuous-ti
 of the device model: OCV, R0, R1, C1 = tau1/R1, R2, C2 = tau2/R2 as 2-D linear interpolants
 of (SoC, cell temperature), and a cell -- jig -- air thermal network that matches the
 core -- surface -- ambient one (thermal masses c_core, c_surf; conductances 1/r_cs, 1/r_sa;
-no entropic heat). Driven by the same piecewise-constant current, the two must agree."""
+no entropic heat). Driven by the same piecewise-constant current, the two must agree.
+
+Thevenin has no Butler-Volmer term, so the comparison runs on the committed calibration
+WITHOUT its `i0_a` table: model.pack then fills i0 = I0_NONE (1e6 A), where the kinetic
+term is below a microvolt, i.e. the linear ECM that Thevenin implements. The kinetic term
+itself is checked against the device code in test_ecm.py."""
 import math
 
 import numpy as np
@@ -102,6 +107,7 @@ def test_ecm_matches_pybamm_thevenin():
     if not CAL.exists():
         pytest.skip("calibration/lgm50.json not generated yet")
     cal, _ = read_calibration(CAL)
+    cal["tables"] = {k: v for k, v in cal["tables"].items() if k != "i0_a"}
     # constant temperature: a large thermal mass in both models keeps the cell at 25 degC
     # (the tables then are the 25 degC row); then the same with the fitted thermal network
     for thermal_scale, temp_c in ((1e6, 25.0), (1.0, 25.0)):

@@ -28,19 +28,25 @@ class SimWDT:
 
 
 class Trace:
-    """Current and ambient from a trace CSV (current_a, optional ambient_c), looped."""
+    """A recorded trace, looped through by virtual time: current and ambient always;
+    voltage and surface temperature too when the trace has them (playback mode)."""
 
     def __init__(self, path):
         # arrays, not lists: a long trace of boxed floats would not fit the heap
         self.t = array("d")
         self.i = array("f")
         self.ta = array("f")
+        self.v = array("f")
+        self.ts = array("f")
         with open(path) as f:
             names = [h.strip() for h in f.readline().split(",")]
             if "time_s" not in names or "current_a" not in names:
                 raise ValueError("sim trace %s needs columns time_s and current_a" % path)
             kt, ki = names.index("time_s"), names.index("current_a")
             ka = names.index("ambient_c") if "ambient_c" in names else -1
+            kv = names.index("voltage_v") if "voltage_v" in names else -1
+            ks = names.index("temperature_c") if "temperature_c" in names else -1
+            self.playback = kv >= 0 and ks >= 0
             for line in f:
                 c = line.split(",")
                 if len(c) < len(names):
@@ -48,6 +54,9 @@ class Trace:
                 self.t.append(float(c[kt]))
                 self.i.append(float(c[ki]))
                 self.ta.append(float(c[ka]) if ka >= 0 else AMBIENT_C)
+                if self.playback:
+                    self.v.append(float(c[kv]))
+                    self.ts.append(float(c[ks]))
         if len(self.t) < 2:
             raise ValueError("sim trace %s has fewer than two rows" % path)
         t0 = self.t[0]
@@ -55,16 +64,21 @@ class Trace:
             self.t[k] -= t0
         self.k = 0
 
-    def at(self, t_s):
-        """(current, ambient) in force at t_s: the row whose interval contains t_s."""
+    def row(self, t_s):
+        """Index of the row in force at t_s: the current of row k applies over
+        (t_{k-1}, t_k], and the recorded voltage is the one at its end."""
         t = self.t
         if t_s >= t[-1]:
-            return 0.0, self.ta[-1]
+            return len(t) - 1
         k = self.k if t[self.k] <= t_s else 0
         while k + 1 < len(t) and t[k + 1] < t_s:
             k += 1
         self.k = k
-        return self.i[k + 1], self.ta[k + 1]
+        return k + 1
+
+    def at(self, t_s):
+        k = self.row(t_s)
+        return self.i[k], self.ta[k]
 
 
 class Plant:
@@ -160,8 +174,21 @@ class SimBoard:
 
     # -- plant -> devices ---------------------------------------------------------
     def advance(self, dt_s):
-        if self.trace is not None:
-            i, ta = self.trace.at(self.plant.t_s + dt_s)
+        tr = self.trace
+        if tr is not None and tr.playback:
+            # Playback: the recorded cell is the truth; FETs cannot change a recording.
+            k = tr.row(self.plant.t_s + dt_s)
+            p = self.plant
+            p.t_s += dt_s
+            p.current_a = tr.i[k]
+            p.ambient_c = tr.ta[k]
+            for c in range(self.cells):
+                p.v[c] = tr.v[k]
+                p.cells[c].ts = tr.ts[k]
+            self._write()
+            return
+        if tr is not None:
+            i, ta = tr.at(self.plant.t_s + dt_s)
         else:
             i, ta = 0.0, self.plant.ambient_c
         # The FETs are real switches here: an open one stops current in its direction.

@@ -88,6 +88,8 @@ class App:
         self.checkins = {"fast": False, "estimator": False}
         self.wdt = getattr(hw, "wdt", None)
         self.tel = None
+        self.history = None  # set to [] to log (t_s, pack SOC, sigma, core degC) each second
+        self._hist_ms = None
 
     # -- calibration ------------------------------------------------------------
     def _apply_calibration(self):
@@ -149,6 +151,12 @@ class App:
         if self.sim is not None:
             for k in range(self.n):
                 self.sim.plant.bleed[k] = bool(mask & (1 << k))
+        if self.history is not None and self.cells and (
+                self._hist_ms is None or ticks_diff(now_ms, self._hist_ms) >= 1000):
+            self._hist_ms = now_ms
+            c = self.cells[0]
+            self.history.append((now_ms / 1000.0, self.pack_soc(), c.soc_sigma(),
+                                 c.temp_core_c()))
         if self.log.dirty and self.log.path:
             self.log.save()
             self.log.dirty = False
@@ -218,6 +226,12 @@ class App:
             self.sim.advance(FAST_MS / 1000.0)
             self.service(self.now_ms + FAST_MS)
         return self.now_ms
+
+    def take_history(self):
+        """Hand over the logged history and start a new one (used by the demo)."""
+        h = self.history or []
+        self.history = []
+        return h
 
     # -- the maker's view ----------------------------------------------------------
     def pack_soc(self):

@@ -10,6 +10,22 @@ SIGMA_SOC_LOADED = 15.0   # SOC from a loaded voltage
 SIGMA_SOC_GIVEN = 25.0    # a start value given by a person: trust it little
 SIGMA0 = (None, 10.0, 10.0, 2.0, 1.0, 50.0)
 
+# Noise schedule, set into the filter's cfg before every step (cfg is data: every
+# backend reads it each step). A cell model is worst at high current and in the cold,
+# so the SOC process noise and the voltage noise floor grow with C-rate and cold.
+Q_SOC_PER_C = 0.0         # SOC process noise added per C of current (% per sqrt s)
+V_FLOOR_PER_C = 0.0       # voltage noise floor added per C (mV)
+V_FLOOR_COLD = 0.0        # voltage noise floor added per degC below 25 degC (mV)
+# Honest sigma: a persistent voltage bias b (the slow mean of the innovation, plus a
+# base that reflects the calibration's known bias) moves the SOC by b / (dOCV/dSOC),
+# which a white-noise filter does not count. soc_sigma() adds it (Schmidt's "consider").
+BIAS_BASE_MV = 0.0
+BIAS_TAU_S = 300.0
+SIGMA_SOC_MIN = 0.0       # floor on the filter's own SOC sigma (%), keeps it responsive
+FEED_R0 = True            # feed the RLS resistance factor into the filter
+SETTLE_S = 0.0            # no capacity segments before the filter has run this long
+CAP_MIN_PAIRS = 0         # capacity fed back only after this many segments
+
 
 class CellEstimator:
     def __init__(self, cal, backend=None, cfg=None):
@@ -29,6 +45,8 @@ class CellEstimator:
         self.cap = soh.CapacityEstimator(self.nominal_ah)
         self.ah = 0.0             # charge moved (Ah, discharge positive), for SOH
         self.ready = False
+        self.run_s = 0.0          # time since (re-)initialisation
+        self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
         self.errors = 0
         self.status = ukf.OK
         self.i_dis = [0.0] * len(sop.HORIZONS_S)
@@ -50,6 +68,8 @@ class CellEstimator:
         for k in range(n):
             P[k * n + k] = sig[k] * sig[k]
         self.cfg[10] = self.cfg0[10]
+        self.run_s = 0.0
+        self.bias_mv = 0.0
         self.ready = True
 
     def init_from_measurement(self, i_a, v, temp_c):
@@ -70,10 +90,18 @@ class CellEstimator:
             return self.status
         if dt_s <= 0.0:
             return self.status
-        self.p[model.R0_SCALE] = self.rls.scale
+        cfg = self.cfg
+        c_rate = (i_a if i_a >= 0.0 else -i_a) / self.nominal_ah
+        cold = 25.0 - self.x[ukf.TC]
+        cfg[0] = self.cfg0[0] + Q_SOC_PER_C * c_rate
+        floor = self.cfg0[6] + V_FLOOR_PER_C * c_rate + (V_FLOOR_COLD * cold if cold > 0 else 0.0)
+        cfg[6] = floor
+        if cfg[10] < floor * floor:
+            cfg[10] = floor * floor
+        self.p[model.R0_SCALE] = self.rls.scale if FEED_R0 else 1.0
         self.p[model.CAP_AS] = self.capacity_ah() * 3600.0
         soc_before = self.x[ukf.SOC]
-        st = self.backend.step(self.x, self.P, self.p, self.cfg, i_a, ta_c, dt_s, v_meas,
+        st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
                                ts_meas, self.out)
         self.status = st
         if st != ukf.OK:
@@ -82,14 +110,29 @@ class CellEstimator:
             s = soc_before / 100.0 if soc_before == soc_before else 0.5
             self.init(s, t, SIGMA_SOC_LOADED / 100.0)
             return st
+        self.run_s += dt_s
         self.ah += i_a * dt_s / 3600.0
+        if v_meas == v_meas:
+            a = dt_s / BIAS_TAU_S if dt_s < BIAS_TAU_S else 1.0
+            self.bias_mv += a * (self.out[2] - self.bias_mv)
+        P = self.P
+        fl = SIGMA_SOC_MIN * SIGMA_SOC_MIN
+        if P[0] < fl and P[0] > 0.0:
+            # Scale row and column 0 together: P stays positive definite.
+            f = math.sqrt(fl / P[0])
+            n = ukf.NX
+            for k in range(1, n):
+                P[k] *= f
+                P[k * n] *= f
+            P[0] = fl
         # RLS on R0 uses the filter's RC states and the table R0 at this point.
         soc = self.x[ukf.SOC] / 100.0
         tc = self.x[ukf.TC]
         model.lookup(self.p, soc, tc, self.tab)
         r0_tab = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
         self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab)
-        self.cap.update(soc, self.soc_sigma(), self.ah)
+        if self.run_s >= SETTLE_S:
+            self.cap.update(soc, self.soc_sigma(), self.ah)
         return st
 
     def update_sop(self, ta_c):
@@ -104,8 +147,21 @@ class CellEstimator:
         return self.x[ukf.SOC] / 100.0
 
     def soc_sigma(self):
+        """SOC sigma (fraction): the filter's own, plus what a persistent voltage bias
+        does to the SOC through the local OCV slope."""
         v = self.P[0]
-        return math.sqrt(v) / 100.0 if v > 0 else 0.0
+        v = v if v > 0.0 else 0.0
+        if BIAS_BASE_MV > 0.0 or self.bias_mv != 0.0:
+            soc = self.x[ukf.SOC] / 100.0
+            tc = self.x[ukf.TC]
+            lo = soc - 0.02 if soc > 0.02 else 0.0
+            hi = lo + 0.04
+            slope = (model.ocv(self.p, hi, tc, self.tab) - model.ocv(self.p, lo, tc, self.tab)) * 25.0
+            if slope < 1.0:
+                slope = 1.0        # mV per % SOC, flat regions floored
+            b = BIAS_BASE_MV * BIAS_BASE_MV + self.bias_mv * self.bias_mv
+            v += b / (slope * slope)
+        return math.sqrt(v) / 100.0
 
     def temp_core_c(self):
         return self.x[ukf.TC]
@@ -119,12 +175,14 @@ class CellEstimator:
     def r0_ohm(self):
         """Present R0 (discharge) at the filter's SOC and core temperature."""
         model.lookup(self.p, self.soc(), self.temp_core_c(), self.tab)
-        return self.tab[model.R0] * self.rls.scale
+        return self.tab[model.R0] * (self.rls.scale if FEED_R0 else 1.0)
 
     def capacity_ah(self):
         # Feed the learned capacity back only once it is well determined.
         c = self.cap
-        return c.capacity_ah if c.sigma_ah < 0.03 * self.nominal_ah else self.nominal_ah
+        if c.pairs >= CAP_MIN_PAIRS and c.sigma_ah < 0.03 * self.nominal_ah:
+            return c.capacity_ah
+        return self.nominal_ah
 
     def soh(self):
         return self.cap.soh()

@@ -24,7 +24,8 @@ COMMANDS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="bms-host", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bms-host", description="Host tools for the model-based MicroPython BMS.")
     parser.add_argument("--version", action="version", version="bms-host " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():

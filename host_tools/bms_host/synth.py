@@ -469,8 +469,9 @@ def run_experiment(task):
 # roughly 10-20 % capacity fade. The characterisation after ageing uses the unscaled rates.
 AGE_SEI_FACTOR = 6000.0
 AGE_CYCLES = 40
-AGED_OPTIONS = {"SEI": "solvent-diffusion limited", "SEI porosity change": "true",
-                "lithium plating": "partially reversible"}
+# "SEI porosity change" is left off: at the accelerated rate the SEI clogs the negative
+# electrode's pores within ~20 cycles and the solver fails (seen with PyBaMM 26.10).
+AGED_OPTIONS = {"SEI": "solvent-diffusion limited", "lithium plating": "partially reversible"}
 
 
 def _aged_spec(quick=False):
@@ -499,14 +500,17 @@ def age_cell(spec, progress=None):
     sim = pybamm.Simulation(model, parameter_values=p, experiment=exp,
                             solver=pybamm.IDAKLUSolver(), **kw)
     sol = sim.solve()
-    caps = []
+    caps, done = [], None
     for c in sol.cycles:
-        if c is None:
+        if c is None or len(c.steps) < len(cyc["protocol"]):
             break
         dis = c.steps[0]
         caps.append(float(dis["Discharge capacity [A.h]"].entries[-1]
                           - dis["Discharge capacity [A.h]"].entries[0]))
-    return sol, caps
+        done = c
+    if done is None:
+        raise UserError("the ageing simulation failed in its first cycle")
+    return done, caps
 
 
 def _pulse_resistances(arr, c_ah):
@@ -540,13 +544,12 @@ def run_aged(args):
         sol, caps = age_cell(spec)
         age_wall = time.time() - t0
         bar.update(1)
-        last = sol.last_state
         char_spec = dict(spec)
         res = {"cycle_capacities_ah": caps, "ageing_wall_s": round(age_wall, 1), "runs": []}
         q_aged = None
         for prof in profiles:
             t1 = time.time()
-            eng = Engine(char_spec, 25.0, prof, initial_solution=last)
+            eng = Engine(char_spec, 25.0, prof, initial_solution=sol)
             arr, reason, notes = run_current_profile(char_spec, 25.0, prof, engine=eng)
             if q_aged is None:
                 q_aged = float((arr["I"][1:] * (arr["t"][1:] - arr["t"][:-1])).sum() / 3600.0)

@@ -1,0 +1,20 @@
+"""bms-host bench: the speed, accuracy and telemetry benchmarks (tables, not tests)."""
+import importlib
+
+HELP = "run a benchmark and print its table: speed, accuracy or telemetry"
+
+BENCHES = {
+    "speed": "bms_host.bench_speed",
+    "accuracy": "bms_host.bench_accuracy",
+    "telemetry": "bms_host.bench_telemetry",
+}
+
+
+def configure(p):
+    p.add_argument("which", choices=sorted(BENCHES))
+    p.add_argument("rest", nargs="*", help="options passed to the benchmark")
+
+
+def run(args):
+    mod = importlib.import_module(BENCHES[args.which])
+    return (mod.main(args.rest) if args.rest else mod.main()) or 0

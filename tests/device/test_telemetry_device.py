@@ -1,0 +1,229 @@
+# Device-side tests of telemetry records, the offline buffer and signed calibration pushes
+# (run under CPython and MicroPython).
+import io
+import json
+
+from bms import calfile, hmac_sha256, telemetry
+from calsample import calibration
+
+KEY = b"device-key-0123456789abcdef-secret"
+
+
+def status(t_ms=0, cells=2):
+    return {"device_id": "d1", "t_ms": t_ms, "cells": cells, "v": [3.71234567, 3.7] [:cells],
+            "temp_c": [25.0, 26.5], "i_a": 1.25, "soc": [0.5, 0.51][:cells],
+            "soc_sigma": [0.01, 0.012][:cells], "soc_pack": 0.5, "soh": 0.98, "soh_sigma": 0.02,
+            "sop_dis_a": [50.0, 40.0, 30.0], "sop_chg_a": [10.0, 8.0, 6.0], "fet_chg": True,
+            "fet_dsg": False, "faults": ["OT_CHG"], "backend": "python",
+            "cal_checksum": "ab" * 32}
+
+
+class FakeClient:
+    """Stands in for chumicro_mqtt.MQTTClient: publishes are acked on the next handle()
+    while `up`; going down forgets them, as a clean session does."""
+
+    def __init__(self):
+        self.state = "connected"
+        self.last_error = None
+        self.up = True
+        self.published = []
+        self.pending = []
+        self.subscribed = []
+
+    def subscribe(self, topic, qos=0):
+        self.subscribed.append(topic)
+
+    def connect(self):
+        pass
+
+    def publish(self, topic, payload, qos=0, retain=False, on_publish=None):
+        self.published.append((topic, bytes(payload) if not isinstance(payload, str)
+                               else payload.encode()))
+        self.pending.append((topic, payload, on_publish))
+
+    def handle(self, now):
+        if not self.up:
+            self.state = "failed"
+            self.pending = []
+            return
+        if self.state != "connected":
+            self.state = "connected"
+            self.on_connect()
+        pending, self.pending = self.pending, []
+        for topic, payload, cb in pending:
+            if cb is not None:
+                cb(topic, payload)
+
+    def disconnect(self):
+        self.state = "disconnected"
+
+
+def test_record_has_every_field_and_marker():
+    out = io.StringIO()
+    tel = telemetry.Telemetry("d1", period_s=5, out=out, boot=7)
+    tel.tick(0, status(0))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("TEL ")
+    rec = json.loads(lines[0][4:])
+    for k in ("device_id", "boot", "seq", "t_ms", "v", "temp_c", "i_a", "soc", "soc_sigma",
+              "soh", "soh_sigma", "sop_dis_a", "sop_chg_a", "fet_chg", "fet_dsg", "faults"):
+        assert k in rec, k
+    assert rec["device_id"] == "d1" and rec["boot"] == 7 and rec["seq"] == 0
+    assert rec["faults"] == ["OT_CHG"] and rec["fet_dsg"] is False
+    assert abs(rec["v"][0] - 3.712346) < 1e-5  # rounded to 6 decimals
+    assert telemetry.parse_line(lines[0])["seq"] == 0
+
+
+def test_parse_line_ignores_repl_chatter():
+    assert telemetry.parse_line(">>> print('hi')") is None
+    assert telemetry.parse_line("TEL {not json") is None
+    assert telemetry.parse_line('TEL {"a": 1}') is None
+    assert telemetry.parse_line('TEL {"device_id": "x", "seq": 3}')["seq"] == 3
+
+
+def test_one_record_per_period():
+    out = io.StringIO()
+    tel = telemetry.Telemetry("d1", period_s=5, out=out)
+    for k in range(121):  # 12 s of 100 ms ticks
+        tel.tick(k * 100, status(k * 100))
+    recs = [telemetry.parse_line(x) for x in out.getvalue().splitlines()]
+    assert [r["seq"] for r in recs] == [0, 1, 2]
+    assert [r["t_ms"] for r in recs] == [0, 5000, 10000]
+    assert tel.stats()["sent"] == 3
+
+
+def test_serial_off_prints_nothing():
+    out = io.StringIO()
+    tel = telemetry.Telemetry("d1", period_s=1, out=out, serial=False)
+    tel.tick(0, status())
+    assert out.getvalue() == ""
+
+
+def test_buffer_is_bounded_and_drops_oldest():
+    c = FakeClient()
+    tel = telemetry.Telemetry("d1", period_s=1, serial=False, buffer_max=5, client=c)
+    c.up = False
+    for k in range(12):
+        tel.tick(k * 1000, status(k * 1000))
+    st = tel.stats()
+    assert st["buffered"] == 5 and st["dropped"] == 7 and st["sent"] == 0
+    assert not st["connected"]
+    c.published = []
+    c.up = True
+    for k in range(12, 20):  # reconnect: the buffer drains, oldest first
+        tel.poll()
+    seqs = [json.loads(p[1])["seq"] for p in c.published]
+    assert seqs[:5] == [7, 8, 9, 10, 11], seqs
+    assert tel.stats()["buffered"] == 0 and tel.stats()["sent"] == 5
+
+
+def test_unacked_records_are_republished_after_reconnect():
+    c = FakeClient()
+    tel = telemetry.Telemetry("d1", period_s=1, serial=False, client=c)
+    tel.emit(status())
+    c.handle = lambda now: None  # publish goes out, the PUBACK never comes
+    tel.poll()
+    assert len(c.published) == 1 and tel.stats()["buffered"] == 1
+    del c.handle  # back to the class method
+    c.up = False
+    tel.poll()
+    c.up = True
+    tel.poll()
+    tel.poll()
+    assert [json.loads(p[1])["seq"] for p in c.published] == [0, 0]
+    assert tel.stats()["buffered"] == 0 and tel.stats()["sent"] == 1
+    assert c.published[0][0] == "bms/d1/telemetry" and c.subscribed == ["bms/d1/calibration"]
+
+
+def test_hmac_rfc4231_case_1():
+    assert hmac_sha256.hexdigest(b"\x0b" * 20, b"Hi There") == \
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+
+
+def test_hmac_rfc4231_case_2():
+    assert hmac_sha256.hexdigest(b"Jefe", b"what do ya want for nothing?") == \
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+
+
+def test_hmac_rfc4231_case_6_long_key():
+    assert hmac_sha256.hexdigest(
+        b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First") == \
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+
+
+def test_hmac_verify():
+    sig = hmac_sha256.hexdigest(KEY, "text")
+    assert hmac_sha256.verify(KEY, "text", sig)
+    assert hmac_sha256.verify(KEY, "text", sig.upper())
+    assert not hmac_sha256.verify(KEY, "text!", sig)
+    assert not hmac_sha256.verify(KEY, "text", sig[:-1] + ("0" if sig[-1] != "0" else "1"))
+    assert not hmac_sha256.verify(KEY, "text", None)
+
+
+def cal_text(cal=None):
+    return calfile.encode(json.dumps(cal or calibration()))
+
+
+class Handler:
+    def __init__(self):
+        self.applied = []
+
+    def __call__(self, text):
+        self.applied.append(text)
+        return True, "calibration applied"
+
+
+def test_signed_calibration_is_applied():
+    h = Handler()
+    tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
+    text = cal_text()
+    ok, msg = tel.apply_signed(telemetry.sign(KEY, text))
+    assert ok and h.applied == [text], msg
+
+
+def test_bad_or_missing_signature_is_rejected():
+    h = Handler()
+    tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
+    text = cal_text()
+    ok, msg = tel.apply_signed(telemetry.sign(b"another key", text))
+    assert not ok and msg == "bad signature"
+    ok, msg = tel.apply_signed(json.dumps({"calibration": text}))
+    assert not ok
+    ok, msg = tel.apply_signed(b"\xff garbage")
+    assert not ok
+    assert h.applied == []
+
+
+def test_no_key_means_no_remote_calibration():
+    h = Handler()
+    tel = telemetry.Telemetry("d1", serial=False, on_calibration=h)
+    ok, msg = tel.apply_signed(telemetry.sign(b"", cal_text()))
+    assert not ok and "no key" in msg and h.applied == []
+
+
+def test_signed_limit_beyond_maxima_is_rejected():
+    h = Handler()
+    cal = calibration()
+    cal["limits"]["v_max"] = 4.5  # beyond NMC's 4.25 V
+    tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
+    ok, msg = tel.apply_signed(telemetry.sign(KEY, cal_text(cal)))
+    assert not ok and "v_max" in msg and h.applied == []
+
+
+def test_calibration_over_mqtt_and_key_never_shown():
+    out = io.StringIO()
+    c = FakeClient()
+    h = Handler()
+    tel = telemetry.Telemetry("d1", period_s=1, out=out, key=KEY, on_calibration=h, client=c)
+    tel.tick(0, status())
+    c.on_message("bms/d1/calibration", telemetry.sign(b"wrong", cal_text()).encode())
+    c.on_message("bms/d1/calibration", telemetry.sign(KEY, cal_text()).encode())
+    c.on_message("bms/d1/other", b"{}")
+    tel.tick(1000, status(1000))
+    tel.poll()
+    assert len(h.applied) == 1
+    results = [json.loads(p[1]) for p in c.published if p[0] == "bms/d1/calibration/result"]
+    assert [r["ok"] for r in results] == [False, True]
+    seen = out.getvalue() + repr(tel.stats()) + "".join(repr(p) for p in c.published)
+    for secret in (KEY.decode(), "".join("%02x" % b for b in KEY)):
+        assert secret not in seen
