@@ -36,9 +36,9 @@ def collect():
 
 @lru_cache(maxsize=None)
 def run_module(binary, module):
-    env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join(
-        [str(ROOT / "device"), str(ROOT / "boards"), str(DEVICE_TESTS), ".frozen"])
+    from bms_host.mpy import micropython_env
+
+    env = micropython_env([DEVICE_TESTS])
     r = subprocess.run([binary, str(DEVICE_TESTS / "mpy_runner.py"), module],
                        capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=900)
     results, current, lines = {}, None, []

@@ -36,8 +36,23 @@ def _with_i0(cal):
     return cal
 
 
+def _with_r2c_k2(cal):
+    """Plus an R2-on-charge table unlike R2 and a heated fraction of i*v2 below 1."""
+    tab = cal["tables"]
+    tab["r2c_ohm"] = [[0.5 * v * (1.0 + s) for v, s in zip(row, tab["soc"], strict=True)]
+                      for row in tab["r2_ohm"]]
+    cal["thermal"]["heat_v2_fraction"] = 0.35
+    return cal
+
+
+def _block(p, cal, k):
+    ns, nt = len(cal["tables"]["soc"]), len(cal["tables"]["temp_c"])
+    o = model.HEADER + ns + nt + k * ns * nt
+    return p[o:o + ns * nt]
+
+
 def test_ecm_equals_device_simulator():
-    cal = _with_i0(calsample.calibration())
+    cal = _with_r2c_k2(_with_i0(calsample.calibration()))
     # a cold start so the core temperature crosses the 0 and 25 degC grid points
     cal["thermal"]["c_core_j_per_k"] = 20.0
     tb = ecm.Tables.from_cal(cal)
@@ -52,12 +67,25 @@ def test_ecm_equals_device_simulator():
     assert np.max(np.abs(r["temp_core_c"] - tc)) < 1e-9
     assert np.max(np.abs(r["temp_surface_c"] - ts)) < 1e-9
     assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
+    assert p[model.HEAT_V2] == 0.35
+    # r2c and k2 matter; without them the model is R2 both ways and k2 = 1
+    del cal["tables"]["r2c_ohm"]
+    del cal["thermal"]["heat_v2_fraction"]
+    old = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)
+    assert np.max(np.abs(old["voltage_v"] - v)) > 1e-3
+    assert np.max(np.abs(old["temp_core_c"] - tc)) > 1e-2
+    p1 = model.pack(cal)
+    assert p1[model.HEAT_V2] == 1.0 and _block(p1, cal, model.R2C) == _block(p1, cal, model.R2)
+    v1_, tc1, _, _ = _device(p1, t, i, ta, soc0, temp0)
+    assert np.max(np.abs(old["voltage_v"] - v1_)) < 1e-9
+    assert np.max(np.abs(old["temp_core_c"] - tc1)) < 1e-9
     # the kinetic term is there, and a calibration without i0_a is the linear model
     del cal["tables"]["i0_a"]
     lin = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)
     assert np.max(np.abs(lin["voltage_v"] - v)) > 5e-3
     p0 = model.pack(cal)
-    assert p0[-1] == model.I0_NONE and ecm.pack(ecm.Tables.from_cal(cal)) == p0
+    assert set(_block(p0, cal, model.I0)) == {model.I0_NONE}
+    assert ecm.pack(ecm.Tables.from_cal(cal)) == p0
 
 
 def test_kinetic_term_matches_the_device():

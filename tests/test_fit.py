@@ -1,5 +1,6 @@
 """bms-host fit: runs on a small data set, writes a calibration the device accepts; the
 committed calibration meets the floors on held-out data; bad input is one sentence."""
+import functools
 import math
 
 import calsample
@@ -28,10 +29,19 @@ def _segments(segs, dt=1.0):
     return np.arange(len(i)) * dt, i
 
 
-def make_dataset(folder, ambients=(0.0, 25.0)):
+def _i0_truth(soc, temp_c):
+    """Exchange current (A) of the kinetic test data: Arrhenius-like in T, mild in SOC."""
+    return (0.8 + 0.6 * soc) * math.exp(0.045 * (temp_c - 25.0))
+
+
+def make_dataset(folder, ambients=(0.0, 25.0), kinetic=False):
     """Traces of the sample calibration's own model: C/20 both ways, a 5-step HPPC, and a
-    held-out pulse profile, at each ambient."""
+    held-out pulse profile, at each ambient. kinetic: the model has an i0_a table too, and
+    a fit-role DST-like trace of several current levels is added."""
     cal = calsample.calibration()
+    if kinetic:
+        tab = cal["tables"]
+        tab["i0_a"] = [[_i0_truth(s, t) for s in tab["soc"]] for t in tab["temp_c"]]
     tb = ecm.Tables.from_cal(cal)
     c = cal["cell"]["capacity_ah"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,6 +62,12 @@ def make_dataset(folder, ambients=(0.0, 25.0)):
                           enumerate([5, 20, 10, 30, 15, 60, 10, 40] * 12)])
         _save(folder / ("random_%sC.csv" % tag), t, i, amb,
               ecm.simulate(tb, t, i, amb, 0.85, amb))
+        if kinetic:
+            levels = [0.1, 0.5, -0.25, 1.0, 0.0, 2.0, -0.5, 0.25, 1.5, 0.0]
+            t, i = _segments([(8 + 4 * (k % 5), c * levels[k % len(levels)])
+                              for k in range(700)])
+            _save(folder / ("dst_%sC.csv" % tag), t, i, amb,
+                  ecm.simulate(tb, t, i, amb, 0.95, amb))
     return cal
 
 
@@ -84,6 +100,29 @@ def test_fit_small_dataset_gives_a_valid_calibration(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_fit_finds_the_kinetic_term_and_writes_the_report_next_to_the_file(tmp_path):
+    data = tmp_path / "data"
+    make_dataset(data, kinetic=True)
+    out = tmp_path / "cal" / "kin.json"
+    assert cli.main(["fit", str(data), "--out", str(out), "--cell-id", "kin"]) == 0
+    assert (tmp_path / "cal" / "reports" / "kin" / "summary.md").exists()
+    cal, _ = read_calibration(out)
+    prov = cal["provenance"]
+    assert prov["split"]["fit_profiles"] == ["dst", "hppc", "pocv_chg", "pocv_dis"]
+    assert prov["split"]["validation_profiles"] == ["random"]
+    tab = cal["tables"]
+    j = tab["temp_c"].index(25.0)
+    k = tab["soc"].index(0.5)
+    assert 0.6 < tab["i0_a"][j][k] / _i0_truth(0.5, 25.0) < 1.6
+    # a regression guard, not zero: the time constants come from per-step HPPC fits and
+    # stay fixed, which leaves ~5-15 mV even on data of the model's own structure (the
+    # linear fit of the same data: dst_0C 13.9 mV, random_0C 19.7 mV)
+    for amb in ("0C", "25C"):
+        assert prov["rmse"]["dst_" + amb]["rmse_mv"] < 8.0, amb
+        held = prov["rmse"]["random_" + amb]
+        assert held["rmse_mv"] < 16.0 and abs(held["bias_mv"]) < 8.0, (amb, held)
+
+
 def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
     data = tmp_path / "data"
     make_dataset(data, ambients=(25.0,))
@@ -102,6 +141,7 @@ def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
     assert "no column voltage_v" in capsys.readouterr().err
 
 
+@functools.lru_cache(maxsize=1)
 def _held_out_residuals():
     from bms_host import fit
     if not CAL.exists() or not (DATA / "manifest.json").exists():
@@ -109,12 +149,23 @@ def _held_out_residuals():
     cal, _ = read_calibration(CAL)
     tb = ecm.Tables.from_cal(cal)
     out = {}
-    cases, _ = fit.load_dataset(DATA)
+    # the split the calibration was fitted with (held out = every other profile)
+    split = cal["provenance"].get("split", {})
+    cases, _ = fit.load_dataset(DATA, fit_profiles=split.get("fit_profiles"))
     for c in cases:
         if c.role == "validation":
             m, _, _ = fit.evaluate(c, tb, cal["cell"]["capacity_ah"])
             out[c.name] = (c.ambient_c, m)
     return cal, out
+
+
+def test_committed_calibration_holds_out_every_other_dynamic_profile():
+    cal, res = _held_out_residuals()
+    split = cal["provenance"]["split"]
+    assert set(split["fit_profiles"]) == {"pocv_dis", "pocv_chg", "hppc", "dst"}
+    assert set(split["validation_profiles"]) == {"random", "cp", "fastcharge"}
+    assert {n.rsplit("_", 1)[0] for n in res} == {"random", "cp", "fastcharge"}
+    assert "i0_a" in cal["tables"] and "r0c_ohm" in cal["tables"]
 
 
 def test_committed_calibration_matches_its_provenance():
@@ -124,8 +175,12 @@ def test_committed_calibration_matches_its_provenance():
         assert math.isclose(rec["rmse_mv"], m["rmse_mv"], abs_tol=0.01), name
 
 
-@pytest.mark.xfail(reason="the device model's resistance does not depend on current; the "
-                          "DFN's does (see host_tools/bms_host/model_ext_proposal.md)",
+@pytest.mark.xfail(reason="held-out cases above the floors with the kinetic term: voltage "
+                          "cp_0C, cp_45C, cp_m10C, fastcharge_0C, fastcharge_25C, "
+                          "fastcharge_45C, fastcharge_m10C (sustained currents: symmetric RC "
+                          "pairs, heat of the slow RC pair); surface temperature cp_0C, "
+                          "cp_25C, cp_45C, cp_m10C, fastcharge_0C, fastcharge_45C, "
+                          "fastcharge_m10C (see calibration/reports/lgm50/summary.md)",
                    strict=False)
 def test_committed_calibration_meets_the_floors():
     from bms_host.fit import floors_for

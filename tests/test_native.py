@@ -202,6 +202,7 @@ def test_numpy_arrays_work_and_non_contiguous_is_refused():
     (lambda p: p.__setitem__(0, 1000.0), "n_soc/n_temp must be whole numbers"),
     (lambda p: p.append(1.0), r"length does not match .* header needs"),
     (lambda p: p.__setitem__(2, -1.0), "capacity and thermal constants"),
+    (lambda p: p.__setitem__(model.HEAT_V2, 1.5), "heat_v2_fraction"),
     (lambda p: p.__setitem__(model.HEADER + 1, -1.0), "strictly increasing"),
     (lambda p: p.__delitem__(slice(4, None)), "shorter"),
 ])
@@ -238,7 +239,9 @@ def test_nan_in_state_or_table_never_spreads():
     assert list(a[1]) == P0
     a = args()
     p = list(a[2])
-    p[-1] = float("nan")  # a tau2 entry
+    ns, nt = int(p[model.N_SOC]), int(p[model.N_TEMP])
+    # the last tau2 entry (tau2 is used in both current directions)
+    p[model.HEADER + ns + nt + (model.TAU2 + 1) * ns * nt - 1] = float("nan")
     a[2] = array("f", p)
     a[0][0] = 100.0  # look up at the corner that holds it
     x0 = list(a[0])

@@ -112,7 +112,7 @@ class SimBoard:
     """Builds the Pico board on simulated parts; advance(dt) moves the plant and
     writes the physical values into the simulated devices."""
 
-    def __init__(self, cells=1, trace=None, cal=None):
+    def __init__(self, cells=1, trace=None, cal=None, soc=0.8):
         self.i2c = sim_i2c.SimI2C()
         self.ina = sim_i2c.SimINA226(0x40, 0.002)
         self.ina.noise_lsb = 1  # real converters dither; a bit-exact value reads as stuck
@@ -135,6 +135,7 @@ class SimBoard:
         self.trace = Trace(trace) if trace else None
         self.plant = None
         self.faults = {}
+        self.soc = soc
         self.set_calibration(cal)
 
     def _reader(self, k):
@@ -150,7 +151,7 @@ class SimBoard:
         if cal is None:
             from sim import sample_cal
             cal = sample_cal.calibration()
-        self.plant = Plant(cal, self.cells)
+        self.plant = Plant(cal, self.cells, self.soc)
         self._write()
 
     # -- fault injection ---------------------------------------------------------
@@ -225,8 +226,8 @@ class SimBoard:
         return self.plant.ambient_c
 
 
-def make_board(cells=1, trace=None, cal_path=None):
+def make_board(cells=1, trace=None, cal_path=None, soc=0.8):
     cal = None
     if cal_path:
         cal = calfile.load(cal_path)[0]
-    return SimBoard(cells, trace, cal)
+    return SimBoard(cells, trace, cal, soc)

@@ -103,6 +103,24 @@ class App:
             self.cells = [estimator.CellEstimator(cal, b) for _ in range(self.n)]
             self._cell_ms = [None] * self.n
 
+    def start_telemetry(self, period_s=5, mqtt=None, serial=False, key=None):
+        """Records every period_s: JSON lines on the console and/or MQTT. A calibration
+        pushed over MQTT is applied only with a valid HMAC made with `key`."""
+        from bms import telemetry
+
+        self.tel = telemetry.Telemetry(self.device_id, period_s, mqtt, serial, key=key,
+                                       on_calibration=self._calibration_from_telemetry)
+        return self.tel
+
+    def _calibration_from_telemetry(self, text):
+        try:
+            self.store.install_text(text)
+        except (calfile.CalibrationError, OSError) as e:
+            return False, str(e)
+        self._apply_calibration()
+        self.log.append("CAL_NEW", self.now_ms, 1)
+        return True, "calibration %s active" % self.store.checksum[:16]
+
     def install_calibration(self, path=UPLOAD_PATH):
         """Hot-reload: validate and store an uploaded calibration, then use it.
         Returns the new checksum; raises CalibrationError and keeps the old one."""

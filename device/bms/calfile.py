@@ -25,10 +25,12 @@ MAXIMA = {
 }
 
 TABLES = ("ocv_v", "r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s")
-OPTIONAL_TABLES = ("r0c_ohm", "i0_a")
+OPTIONAL_TABLES = ("r0c_ohm", "i0_a", "r2c_ohm")
 LIMITS = ("v_min", "v_max", "i_discharge_max_a", "i_charge_max_a", "t_charge_min_c",
           "t_charge_max_c", "t_discharge_min_c", "t_discharge_max_c", "t_core_max_c")
 THERMAL = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
+# Optional thermal keys within [0, 1]: the fraction of i*v2 (slow RC) counted as heat.
+THERMAL_FRACTIONS = ("heat_v2_fraction",)
 
 
 class CalibrationError(ValueError):
@@ -159,6 +161,12 @@ def validate(cal, series_cells=None):
         v = _need(th, k, "thermal.")
         if not _num(v) or v <= 0:
             raise CalibrationError("calibration: field 'thermal.%s' must be a positive number" % k)
+    for k in THERMAL_FRACTIONS:
+        if k in th:
+            v = th[k]
+            if not _num(v) or v < 0 or v > 1:
+                raise CalibrationError("calibration: field 'thermal.%s' must be a number "
+                                       "from 0 to 1" % k)
 
     if series_cells is not None and "pack" in cal:
         n = _need(cal["pack"], "series_cells", "pack.")

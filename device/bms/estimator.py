@@ -8,23 +8,28 @@ from bms import backends, model, rls, soh, sop, ukf
 SIGMA_SOC_REST = 5.0      # SOC from OCV at rest
 SIGMA_SOC_LOADED = 15.0   # SOC from a loaded voltage
 SIGMA_SOC_GIVEN = 25.0    # a start value given by a person: trust it little
-SIGMA0 = (None, 10.0, 10.0, 2.0, 1.0, 50.0)
+SIGMA0 = (None, 10.0, 10.0, 2.0, 1.0, 5.0)
 
 # Noise schedule, set into the filter's cfg before every step (cfg is data: every
 # backend reads it each step). A cell model is worst at high current and in the cold,
 # so the SOC process noise and the voltage noise floor grow with C-rate and cold.
 Q_SOC_PER_C = 0.0         # SOC process noise added per C of current (% per sqrt s)
-V_FLOOR_PER_C = 0.0       # voltage noise floor added per C (mV)
-V_FLOOR_COLD = 0.0        # voltage noise floor added per degC below 25 degC (mV)
+V_FLOOR_PER_C = 100.0     # voltage noise floor added per C (mV)
+V_FLOOR_COLD = 1.0        # voltage noise floor added per degC below 25 degC (mV)
+V_FLOOR_REL = 0.3         # voltage noise floor added per mV of model overpotential
 # Honest sigma: a persistent voltage bias b (the slow mean of the innovation, plus a
 # base that reflects the calibration's known bias) moves the SOC by b / (dOCV/dSOC),
 # which a white-noise filter does not count. soc_sigma() adds it (Schmidt's "consider").
-BIAS_BASE_MV = 0.0
+BIAS_BASE_MV = 8.0
 BIAS_TAU_S = 300.0
 SIGMA_SOC_MIN = 0.0       # floor on the filter's own SOC sigma (%), keeps it responsive
-FEED_R0 = True            # feed the RLS resistance factor into the filter
-SETTLE_S = 0.0            # no capacity segments before the filter has run this long
-CAP_MIN_PAIRS = 0         # capacity fed back only after this many segments
+FEED_R0 = False           # feed the RLS resistance factor into the filter
+SETTLE_S = 900.0          # no capacity segments before the filter has run this long
+CAP_MIN_PAIRS = 3         # capacity fed back only after this many segments
+# RLS on R0: the scale's variance cap must be ~1/(di*R0)^2 (R0*di ~ 0.1 V) or the gain is
+# tiny; a memory of ~7 current steps tracks a 50 % step in R0 within minutes.
+RLS_FORGET = 0.85
+RLS_P0 = 100.0
 
 
 class CellEstimator:
@@ -41,11 +46,13 @@ class CellEstimator:
         self.P = b.alloc([0.0] * (ukf.NX * ukf.NX))
         self.out = b.alloc([0.0] * ukf.OUT_SIZE)
         self.tab = [0.0] * model.NTAB
-        self.rls = rls.R0Estimator()
+        self.rls = rls.R0Estimator(forget=RLS_FORGET, p0=RLS_P0)
         self.cap = soh.CapacityEstimator(self.nominal_ah)
         self.ah = 0.0             # charge moved (Ah, discharge positive), for SOH
         self.ready = False
         self.run_s = 0.0          # time since (re-)initialisation
+        self.rv_base = self.cfg0[10]
+        self.eta_mv = 0.0         # model overpotential |OCV - V| of the last step (mV)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
         self.errors = 0
         self.status = ukf.OK
@@ -68,6 +75,8 @@ class CellEstimator:
         for k in range(n):
             P[k * n + k] = sig[k] * sig[k]
         self.cfg[10] = self.cfg0[10]
+        self.rv_base = self.cfg0[10]
+        self.eta_mv = 0.0
         self.run_s = 0.0
         self.bias_mv = 0.0
         self.ready = True
@@ -94,10 +103,17 @@ class CellEstimator:
         c_rate = (i_a if i_a >= 0.0 else -i_a) / self.nominal_ah
         cold = 25.0 - self.x[ukf.TC]
         cfg[0] = self.cfg0[0] + Q_SOC_PER_C * c_rate
-        floor = self.cfg0[6] + V_FLOOR_PER_C * c_rate + (V_FLOOR_COLD * cold if cold > 0 else 0.0)
-        cfg[6] = floor
-        if cfg[10] < floor * floor:
-            cfg[10] = floor * floor
+        # Voltage noise variance = adapted part (the filter's covariance matching, which
+        # learns what the schedule misses) + the scheduled model error for this current
+        # and temperature, so a burst of high-current error does not linger into a rest.
+        extra = V_FLOOR_PER_C * c_rate + (V_FLOOR_COLD * cold if cold > 0.0 else 0.0) \
+            + V_FLOOR_REL * self.eta_mv
+        extra *= extra
+        base = self.rv_base
+        f0 = self.cfg0[6]
+        cfg[6] = math.sqrt(f0 * f0 + extra)
+        cfg[8] = math.sqrt(self.cfg0[8] * self.cfg0[8] + extra)
+        cfg[10] = base + extra
         self.p[model.R0_SCALE] = self.rls.scale if FEED_R0 else 1.0
         self.p[model.CAP_AS] = self.capacity_ah() * 3600.0
         soc_before = self.x[ukf.SOC]
@@ -111,6 +127,8 @@ class CellEstimator:
             self.init(s, t, SIGMA_SOC_LOADED / 100.0)
             return st
         self.run_s += dt_s
+        base = cfg[10] - extra
+        self.rv_base = base if base > f0 * f0 else f0 * f0
         self.ah += i_a * dt_s / 3600.0
         if v_meas == v_meas:
             a = dt_s / BIAS_TAU_S if dt_s < BIAS_TAU_S else 1.0
@@ -130,6 +148,8 @@ class CellEstimator:
         tc = self.x[ukf.TC]
         model.lookup(self.p, soc, tc, self.tab)
         r0_tab = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
+        eta = self.tab[model.OCV] - self.out[0]
+        self.eta_mv = 1000.0 * (eta if eta >= 0.0 else -eta)
         self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab)
         if self.run_s >= SETTLE_S:
             self.cap.update(soc, self.soc_sigma(), self.ah)
@@ -156,7 +176,8 @@ class CellEstimator:
             tc = self.x[ukf.TC]
             lo = soc - 0.02 if soc > 0.02 else 0.0
             hi = lo + 0.04
-            slope = (model.ocv(self.p, hi, tc, self.tab) - model.ocv(self.p, lo, tc, self.tab)) * 25.0
+            slope = 250.0 * (model.ocv(self.p, hi, tc, self.tab)
+                             - model.ocv(self.p, lo, tc, self.tab))
             if slope < 1.0:
                 slope = 1.0        # mV per % SOC, flat regions floored
             b = BIAS_BASE_MV * BIAS_BASE_MV + self.bias_mv * self.bias_mv

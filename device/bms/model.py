@@ -2,9 +2,11 @@
 #
 # Electrical: OCV(soc, T) - R0*i - v1 - v2, two RC pairs, all parameters bilinear in
 # (soc, T) from the calibration tables, T being the core temperature.
-# Thermal: core (C_core) -- R_cs -- surface (C_surf) -- R_sa -- ambient; heat is the
-# irreversible loss i*(OCV - V) = i*(R0*i + v1 + v2). The surface node is fast (a few
-# seconds), so it is integrated with backward Euler, which is stable for any dt.
+# Thermal: core (C_core) -- R_cs -- surface (C_surf) -- R_sa -- ambient; heat is
+# i*(R0*i + v1 + eta) + k2*i*v2: the irreversible loss i*(OCV - V) with only the fraction
+# k2 (heat_v2_fraction, default 1) of the slow RC pair's polarisation counted (the
+# concentration overpotential is largely not dissipated in the cell's core). The surface
+# node is fast (a few seconds), so it is integrated with backward Euler (stable for any dt).
 #
 # Discrete time, zero-order hold: the current of sample k is applied over (t_{k-1}, t_k].
 #
@@ -12,6 +14,7 @@
 # share them without conversion:
 #   [0] n_soc  [1] n_temp  [2] capacity_as  [3] c_core  [4] c_surf  [5] r_cs  [6] r_sa
 #   [7] r0_scale (online resistance factor from RLS; 1.0 = as calibrated)
+#   [8] heat_v2_fraction k2 (thermal.heat_v2_fraction; 1.0 when absent)
 #   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
 #   rows of n_soc values.
 import math
@@ -24,15 +27,19 @@ C_SURF = 4
 R_CS = 5
 R_SA = 6
 R0_SCALE = 7
-HEADER = 8
+HEAT_V2 = 8
+HEADER = 9
 
 # Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
 # i0 is the exchange current of a Butler-Volmer term: the cell's pulse resistance
 # falls with current (by a third from 1C to 2C at 0 degC), which a resistance in
 # (soc, T) alone turns into a voltage bias, and a biased model into SOC error.
-TABLES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a")
-OCV, R0, R0C, R1, TAU1, R2, TAU2, I0 = range(8)
-NTAB = 8
+# r2c is R2 on charge (i < 0; r2 on discharge), appended last so the others keep their
+# indices; a calibration without it uses r2 both ways.
+TABLES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
+          "r2c_ohm")
+OCV, R0, R0C, R1, TAU1, R2, TAU2, I0, R2C = range(9)
+NTAB = 9
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
 
@@ -49,13 +56,16 @@ def pack(cal, capacity_ah=None):
     temp = tab["temp_c"]
     cap = capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"]
     p = [float(len(soc)), float(len(temp)), cap * 3600.0, th["c_core_j_per_k"],
-         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0]
+         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0,
+         float(th.get("heat_v2_fraction", 1.0))]
     p.extend(float(v) for v in soc)
     p.extend(float(v) for v in temp)
     for name in TABLES:
         rows = tab.get(name)
         if rows is None and name == "r0c_ohm":
             rows = tab["r0_ohm"]
+        if rows is None and name == "r2c_ohm":
+            rows = tab["r2_ohm"]
         if rows is None and name == "i0_a":
             p.extend([I0_NONE] * (len(soc) * len(temp)))
             continue
@@ -119,9 +129,10 @@ def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab):
     a1 = math.exp(-dt_s / tab[TAU1])
     a2 = math.exp(-dt_s / tab[TAU2])
     r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
-    heat_w = i_a * (r0 * i_a + v1 + v2 + kinetic_v(i_a, tab[I0], tc))
+    heat_w = i_a * (r0 * i_a + v1 + kinetic_v(i_a, tab[I0], tc)) + p[HEAT_V2] * i_a * v2
+    r2 = tab[R2] if i_a >= 0.0 else tab[R2C]
     v1 = a1 * v1 + tab[R1] * (1.0 - a1) * i_a
-    v2 = a2 * v2 + tab[R2] * (1.0 - a2) * i_a
+    v2 = a2 * v2 + r2 * (1.0 - a2) * i_a
     soc = soc - i_a * dt_s / p[CAP_AS]
     # Backward Euler on the two thermal nodes: a 2x2 linear solve.
     g1 = 1.0 / p[R_CS]

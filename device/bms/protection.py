@@ -28,7 +28,7 @@ _VMAX, _VMIN, _IDSG, _ICHG, _IABS, _TMAX, _TMIN, _AGE = 0, 1, 2, 3, 4, 5, 6, 7
 
 # name, source, trips above (else below), FETs it opens, latches, unit of its thresholds
 SPEC = (
-    ("ov", _VMAX, True, CHG, False, "v"),
+    ("ov", _VMAX, True, CHG, True, "v"),  # latched: an overcharged cell wants a person
     ("ov_hard", _VMAX, True, BOTH, True, "v"),
     ("uv", _VMIN, False, DSG, False, "v"),
     ("uv_hard", _VMIN, False, BOTH, True, "v"),

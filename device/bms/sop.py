@@ -23,6 +23,7 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     soc, v1, v2, tc = st[0], st[1], st[2], st[3]
     model.lookup(p, soc, tc, tab)
     r0 = (tab[model.R0] if sign > 0 else tab[model.R0C]) * p[model.R0_SCALE]
+    r2 = tab[model.R2] if sign > 0 else tab[model.R2C]
     a1 = math.exp(-horizon_s / tab[model.TAU1])
     a2 = math.exp(-horizon_s / tab[model.TAU2])
     ds = 0.01
@@ -34,7 +35,7 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     rc0 = v1 * a1 + v2 * a2
     # Voltage after T at current I (discharge positive):
     #   V = ocv0 - slope*I*T/Q - rc0 - (R1(1-a1) + R2(1-a2) + r0) I
-    r_eff = r0 + tab[model.R1] * (1.0 - a1) + tab[model.R2] * (1.0 - a2) \
+    r_eff = r0 + tab[model.R1] * (1.0 - a1) + r2 * (1.0 - a2) \
         + slope * horizon_s / p[model.CAP_AS]
     if r_eff <= 0.0:
         return 0.0

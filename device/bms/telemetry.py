@@ -126,6 +126,7 @@ class Telemetry:
                 (lambda: int(time.monotonic() * 1000))
         c.on_message = self._on_message
         c.on_connect = self._on_connect
+        c.on_oversized = self._on_oversized
         c.subscribe(self.cal_topic, 1)
         self._ticks = ticks_ms
         self._client = c
@@ -138,8 +139,8 @@ class Telemetry:
             from chumicro_sockets.sockets_factory import fixed_connector_factory
             from chumicro_timing import ticks_ms
         except ImportError:
-            raise ImportError("telemetry: the MQTT client is missing; install it with "
-                              "`mpremote mip install github:ChuMicro/ChuMicro-Bundle/chumicro_mqtt`")
+            raise ImportError("telemetry: the MQTT client is missing; install it with `mpremote "
+                              "mip install github:ChuMicro/ChuMicro-Bundle/chumicro_mqtt`")
         tls = cfg.get("tls", False)
         ctx = None
         if tls and cfg.get("ca_pem"):
@@ -151,8 +152,8 @@ class Telemetry:
                        client_id=cfg.get("client_id") or "bms-" + self.device_id,
                        keep_alive_seconds=int(cfg.get("keepalive_s", 30)),
                        username=cfg.get("user"), password=cfg.get("password"),
-                       # a calibration file is ~20 KB: it must fit the receive buffer
-                       rx_buffer_size=int(cfg.get("rx_buffer", 24576)),
+                       # a signed calibration (~25 KB) must fit the receive buffer
+                       rx_buffer_size=int(cfg.get("rx_buffer", 32768)),
                        max_tx_queue_size=WINDOW + PER_TICK + 4)
         self._use(c, ticks_ms)
 
@@ -243,6 +244,10 @@ class Telemetry:
                 {"device_id": self.device_id, "ok": ok, "message": message}), qos=1)
         except Exception as e:
             self.last_error = "telemetry: %s" % e
+
+    def _on_oversized(self, length, topic=None):
+        self._log("calibration push rejected: %d bytes is more than the receive buffer "
+                  "(raise mqtt rx_buffer)" % length)
 
     def apply_signed(self, payload):
         """Check and apply a signed calibration message. Returns (ok, message)."""

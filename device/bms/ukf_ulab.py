@@ -40,6 +40,15 @@ def _finite(v):
     return v == v and -1e30 < v < 1e30
 
 
+def _kinetic_v(i, i0, tc):
+    # model.kinetic_v for arrays: asinh as log(|x| + sqrt(x^2 + 1)), odd-symmetric, the
+    # same formula as the reference (not every ulab build has asinh).
+    x = i / (2.0 * i0)
+    ax = abs(x)
+    eta = np.log(ax + np.sqrt(ax * ax + 1.0))
+    return model.KIN_B * (tc + 273.15) * np.where(x >= 0.0, eta, -eta)
+
+
 class Backend:
     name = "ulab"
 
@@ -123,6 +132,9 @@ class Backend:
         return L if _finite(s) else None
 
     def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
+        if not (_finite(i_a) and _finite(ta_c) and _finite(dt_s) and dt_s > 0.0):
+            out[4] = ukf.ERR_NONFINITE
+            return ukf.ERR_NONFINITE
         n = NX
         XZ = self.XZ
         Pm = P.reshape((n, n))
@@ -235,9 +247,11 @@ class Backend:
         a1 = np.exp(-dt_s / tab[model.TAU1])
         a2 = np.exp(-dt_s / tab[model.TAU2])
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
-        heat_w = i * (r0 * i + v1 + v2)
+        heat_w = i * (r0 * i + v1 + _kinetic_v(i, tab[model.I0], tc)) \
+            + p[model.HEAT_V2] * i * v2
+        r2 = np.where(dis, tab[model.R2], tab[model.R2C])
         v1 = a1 * v1 + tab[model.R1] * (1.0 - a1) * i
-        v2 = a2 * v2 + tab[model.R2] * (1.0 - a2) * i
+        v2 = a2 * v2 + r2 * (1.0 - a2) * i
         soc = soc - i * dt_s / p[model.CAP_AS]
         # Backward Euler on the two thermal nodes (scalars shared by all sigma points).
         g1 = 1.0 / p[model.R_CS]
@@ -258,5 +272,6 @@ class Backend:
         XZ[ukf.TS] = ts
         tab = self.lookup(p, soc, tc)
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
-        XZ[_VROW] = (tab[model.OCV] - v1 - v2 - r0 * i) * 1000.0
+        XZ[_VROW] = (tab[model.OCV] - v1 - v2 - r0 * i - _kinetic_v(i, tab[model.I0], tc)) \
+            * 1000.0
         XZ[_TROW] = ts

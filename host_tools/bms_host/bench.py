@@ -1,4 +1,5 @@
 """bms-host bench: the speed, accuracy and telemetry benchmarks (tables, not tests)."""
+import argparse
 import importlib
 
 HELP = "run a benchmark and print its table: speed, accuracy or telemetry"
@@ -12,7 +13,7 @@ BENCHES = {
 
 def configure(p):
     p.add_argument("which", choices=sorted(BENCHES))
-    p.add_argument("rest", nargs="*", help="options passed to the benchmark")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
 
 
 def run(args):

@@ -24,7 +24,6 @@ the peers: coulomb counting, OCV lookup (SOC from the measured voltage, no dynam
 filterpy's UnscentedKalmanFilter on the same model, with time per step for both filters.
 """
 import argparse
-import math
 import sys
 import time
 import zlib
@@ -310,9 +309,9 @@ def print_table(results, out=sys.stdout):
     rows = [HEADER] + table_rows(results)
     widths = [max(len(r[k]) for r in rows) for k in range(len(HEADER) - 1)]
     for r in rows:
-        out.write(" | ".join(c.rjust(w) if k > 1 else c.ljust(w)
-                             for k, (c, w) in enumerate(zip(r[:-1], widths))) + " | " + r[-1]
-                  + "\n")
+        cells = [c.rjust(widths[k]) if k > 1 else c.ljust(widths[k])
+                 for k, c in enumerate(r[:-1])]
+        out.write(" | ".join(cells) + " | " + r[-1] + "\n")
 
 
 FLOOR_TEXT = (

@@ -5,6 +5,7 @@ one line: `records: sent=N stored=N lost=0 duplicated=0 rate=R/s`."""
 import argparse
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -50,6 +51,9 @@ class Broker:
                  "persistence_location %s/" % self.workdir,
                  "max_queued_messages 0",  # the recorder's queue while it reconnects
                  "set_tcp_nodelay true",
+                 # as root mosquitto would switch to user `mosquitto`, which cannot write
+                 # its persistence file into our folder: stay the user who runs the tests
+                 "user %s" % pwd.getpwuid(os.getuid()).pw_name,
                  "log_dest file %s/mosquitto.log" % self.workdir]
         if passwords:  # {user: password}: a password file made with mosquitto_passwd
             pw = os.path.join(self.workdir, "passwd")

@@ -37,7 +37,8 @@ def kinetic_np(i_a, i0_a, tc):
 class Tables:
     """Calibration tables as numpy arrays: soc (ns), temp (nt), tab[name] (nt, ns)."""
 
-    NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a")
+    NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
+             "r2c_ohm")
 
     def __init__(self, soc, temp_c, tables, thermal, capacity_ah):
         self.soc = np.asarray(soc, dtype=float)
@@ -47,6 +48,8 @@ class Tables:
             v = tables.get(n)
             if v is None and n == "r0c_ohm":
                 v = tables["r0_ohm"]
+            if v is None and n == "r2c_ohm":
+                v = tables["r2_ohm"]
             if v is None and n == "i0_a":
                 v = np.full((len(self.temp), len(self.soc)), I0_NONE)
             self.tab[n] = np.array(v, dtype=float).reshape(len(self.temp), len(self.soc))
@@ -141,7 +144,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     for name in Tables.NAMES:
         t = tb.tab[name]
         S.append(((1.0 - sw)[:, None] * t[:, si].T + sw[:, None] * t[:, si1].T).tolist())
-    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0 = S
+    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0, s_r2c = S
     tg = tb.temp.tolist()
     nt = len(tg)
     th = tb.thermal
@@ -149,6 +152,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     g2 = 1.0 / th["r_surf_amb_k_per_w"]
     c_core = th["c_core_j_per_k"]
     c_surf = th["c_surf_j_per_k"]
+    k2 = float(th.get("heat_v2_fraction", 1.0))
     il = i_a.tolist()
     dl = dt.tolist()
     al = amb.tolist()
@@ -168,7 +172,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     t_lo = tg[0]
     t_hi = tg[-1]
     # looked up at row k, used by the step into row k + 1
-    r0d = r0c = r1 = r2 = 0.0
+    r0d = r0c = r1 = r2d = r2c = 0.0
     tau1 = tau2 = 1.0
     i0 = I0_NONE
     tk = tc   # temperature of the kinetic term: the lookup temperature of the last row
@@ -188,7 +192,8 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             ax = x if x >= 0.0 else -x
             e = log(ax + sqrt(ax * ax + 1.0))
             eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
-            heat = i * (r0 * i + v1 + v2 + eta)
+            heat = i * (r0 * i + v1 + eta) + k2 * i * v2
+            r2 = r2d if i >= 0.0 else r2c
             v1 = a1 * v1 + r1 * (1.0 - a1) * i
             v2 = a2 * v2 + r2 * (1.0 - a2) * i
             kc = c_core / d
@@ -225,7 +230,9 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         row = s_tau1[k]
         tau1 = u * row[j] + wt * row[j1]
         row = s_r2[k]
-        r2 = u * row[j] + wt * row[j1]
+        r2d = u * row[j] + wt * row[j1]
+        row = s_r2c[k]
+        r2c = u * row[j] + wt * row[j1]
         row = s_tau2[k]
         tau2 = u * row[j] + wt * row[j1]
         row = s_i0[k]
@@ -302,7 +309,7 @@ def pack(tables, r0_scale=1.0):
     th = tables.thermal
     p = [float(ns), float(nt), tables.capacity_ah * 3600.0, th["c_core_j_per_k"],
          th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"],
-         float(r0_scale)]
+         float(r0_scale), float(th.get("heat_v2_fraction", 1.0))]
     p.extend(tables.soc.tolist())
     p.extend(tables.temp.tolist())
     for name in Tables.NAMES:

@@ -33,7 +33,7 @@ from . import UserError, __version__
 
 HELP = "fit the cell model (OCV, R0, two RC pairs, thermal) to traces; write a calibration"
 
-FIT_VERSION = "fit-1"
+FIT_VERSION = "fit-2"
 
 # SOC grid: denser at the ends, where OCV bends.
 SOC_GRID = (0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -58,8 +58,9 @@ TAU2_RANGE = (40.0, 4000.0)
 
 
 def configure(p):
-    p.add_argument("data", metavar="DIR", help="folder of trace CSVs ({profile}_{ambient}C.csv, "
-                   "manifest.json optional), e.g. from bms-host synth")
+    p.add_argument("data", metavar="DIR", nargs="?",
+                   help="folder of trace CSVs ({profile}_{ambient}C.csv, manifest.json "
+                   "optional), e.g. from bms-host synth")
     p.add_argument("--out", required=True, help="calibration file to write (JSON)")
     p.add_argument("--report", default=None,
                    help="folder for the validation report (PNG plots, summary.md); default "
@@ -75,6 +76,11 @@ def configure(p):
                    "other profile is held out for validation, whatever the manifest says")
     p.add_argument("--no-validate", action="store_true",
                    help="skip re-simulating the held-out cases")
+    p.add_argument("--from-db", metavar="DB", default=None,
+                   help="refit from field telemetry (SQLite from bms-host record) instead of "
+                   "synthetic data: needs --device and --calibration (the base)")
+    p.add_argument("--device", default=None, help="device id in the telemetry database")
+    p.add_argument("--calibration", default=None, help="base calibration for --from-db")
 
 
 # ------------------------------------------------------------------ data set
@@ -384,7 +390,7 @@ def _smooth(v, w):
 
 # ------------------------------------------------------------------ step 4: global LS
 
-LIN = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "r2_ohm")
+LIN = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "r2_ohm", "r2c_ohm")
 
 
 def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel):
@@ -426,11 +432,17 @@ def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel):
     U = np.zeros((n, q))
     U[1:] = W[:-1] * i[1:, None]
     F1 = _ltv_cols(a1, U * (1.0 - a1)[:, None])
-    F2 = _ltv_cols(a2, U * (1.0 - a2)[:, None])
+    # the slow RC pair takes R2 on discharge steps and R2c on charge steps (the model
+    # chooses by the sign of the step's current): two sets of columns, one time constant
+    chg = np.zeros(n, dtype=bool)
+    chg[1:] = i[1:] < 0.0
+    U2 = U * (1.0 - a2)[:, None]
+    F2d = _ltv_cols(a2, np.where(chg[:, None], 0.0, U2))
+    F2c = _ltv_cols(a2, np.where(chg[:, None], U2, 0.0))
     ipos = np.where(i > 0, i, 0.0)[:, None]
     ineg = np.where(i < 0, i, 0.0)[:, None]
     r = row_sel
-    blocks = [W[r], -(W[r] * ipos[r]), -(W[r] * ineg[r]), -F1[r], -F2[r]]
+    blocks = [W[r], -(W[r] * ipos[r]), -(W[r] * ineg[r]), -F1[r], -F2d[r], -F2c[r]]
     X = np.hstack(blocks)
     cols = np.concatenate([active + k * npar for k in range(len(LIN))])
     return X, cols
@@ -505,7 +517,10 @@ class LinearProblem:
         self.P = P
         AtA = np.zeros((P, P))
         support = np.zeros(P)
-        skip = () if opts.get("ls_pocv") else ("pocv_dis", "pocv_chg")
+        # C/20 traces are left to the OCV step unless asked for: ls_pocv takes both,
+        # ls_pocv_chg only the charge one (sustained charge: R2 on charge)
+        skip = () if opts.get("ls_pocv") else \
+            ("pocv_dis",) if opts.get("ls_pocv_chg") else ("pocv_dis", "pocv_chg")
         fit_cases = [c for c in cases if c.role == "fit" and c.profile not in skip]
         w_bias = opts["bias_weight"]
         self.items = []
@@ -545,9 +560,11 @@ class LinearProblem:
         self.AtA = AtA
         self.Rtr = R.T @ rhs
         self.cho = cho_factor(AtA + 1e-14 * np.eye(P), lower=True)
-        self.lb = np.concatenate([np.full(npar, 0.5)] + [np.full(npar, 2e-5)] * 4)
-        self.ub = np.concatenate([np.full(npar, 5.0)] + [np.full(npar, 5.0)] * 4)
-        self.x0 = np.concatenate([ocv_c20.ravel()] + [tabs[n].ravel() for n in LIN[1:]])
+        nr = len(LIN) - 1
+        self.lb = np.concatenate([np.full(npar, 0.5)] + [np.full(npar, 2e-5)] * nr)
+        self.ub = np.concatenate([np.full(npar, 5.0)] + [np.full(npar, 5.0)] * nr)
+        self.x0 = np.concatenate([ocv_c20.ravel()]
+                                 + [tabs.get(n, tabs["r2_ohm"]).ravel() for n in LIN[1:]])
 
     def _targets(self, i0_tab):
         """Per item: the target y + eta (the kinetic term moves to the data side)."""
@@ -577,7 +594,7 @@ class LinearProblem:
         targets = self._targets(i0_tab)
         Atb = self._rhs(targets)
         x = cho_solve(self.cho, Atb)
-        if bounded and (x < self.lb).any() or bounded and (x > self.ub).any():
+        if bounded and ((x < self.lb).any() or (x > self.ub).any()):
             x = self._bounded(Atb)
         return x, targets
 
@@ -608,6 +625,43 @@ class LinearProblem:
         out.append(self.R @ x - self.rhs)
         return np.concatenate(out)
 
+    def jacobian(self, i0_tab, dlog):
+        """Exact Jacobian of `residuals` with respect to parameters p that move log i0 of
+        the table entries by dlog (npar, np): the design matrix does not depend on i0, so
+        the linear optimum moves by S = (A'A)^-1 A' db/dp and the residual by A S - db/dp
+        (variable projection with a fixed design)."""
+        import numpy as np
+        from scipy.linalg import cho_solve
+
+        from . import ecm
+        flat = np.asarray(i0_tab, dtype=float).ravel()
+        # d i0 (entries) / dp = i0 * dlog
+        di0 = flat[:, None] * dlog
+        Ds = []
+        AtD = np.zeros((self.P, dlog.shape[1]))
+        for it in self.items:
+            i0 = np.sum(it["wts"] * flat[it["idx"]], axis=1)
+            x = it["i"] / (2.0 * i0)
+            deta = (ecm.KIN_B * (it["tc"] + 273.15) * (-x / i0) / np.sqrt(1.0 + x * x))
+            drow = np.zeros((len(i0), dlog.shape[1]))
+            for c in range(4):
+                drow += it["wts"][:, c, None] * di0[it["idx"][:, c]]
+            D = deta[:, None] * drow          # d target / dp, rows x np
+            Ds.append(D)
+            w = it["w"]
+            AtD[it["cols"]] += it["X"].T @ (D * (w * w))
+            for mask, g in it["bias"]:
+                AtD[it["cols"]] += np.outer(g, D[mask].mean(axis=0) * it["w_bias"])
+        S = cho_solve(self.cho, AtD)
+        out = []
+        for it, D in zip(self.items, Ds, strict=True):
+            E = it["X"] @ S[it["cols"]] - D
+            out.append(E * it["w"])
+            for mask, _ in it["bias"]:
+                out.append(E[mask].mean(axis=0)[None, :] * it["w_bias"])
+        out.append(self.R @ S)
+        return np.vstack(out)
+
     def tables(self, x):
         import numpy as np
         new = {}
@@ -631,7 +685,8 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
     ns, nt = len(grid_soc), len(grid_t)
     npar = ns * nt
     prior = {"ocv_v": ocv_c20, "r0_ohm": tabs["r0_ohm"], "r0c_ohm": tabs["r0c_ohm"],
-             "r1_ohm": tabs["r1_ohm"], "r2_ohm": tabs["r2_ohm"]}
+             "r1_ohm": tabs["r1_ohm"], "r2_ohm": tabs["r2_ohm"],
+             "r2c_ohm": tabs.get("r2c_ohm", tabs["r2_ohm"])}
     regs = []
     rhs = []
     for k, name in enumerate(LIN):
@@ -652,6 +707,8 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
                 rhs.append(float(r[off + j * ns + s - 1:off + j * ns + s + 2]
                                  @ pr[j, s - 1:s + 2]) if name == "ocv_v" else 0.0)
             for s in range(ns):
+                if name == "r2c_ohm" and opts.get("r2c_tie", 0.0) > 0:
+                    break  # held by its tie to R2 instead (below)
                 gi = off + j * ns + s
                 lam = lam_p * (30.0 if support[gi] < 20 else 1.0)
                 r = np.zeros(P)
@@ -666,6 +723,19 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
                         r[off + jj * ns + s] = cf * lam_t / sc[jj]
                     regs.append(r)
                     rhs.append(0.0)
+    # R2 on charge: tied to R2 on discharge (relative difference), so that it departs
+    # from it only where charge data ask for it
+    lam_tie = opts.get("r2c_tie", 0.0)
+    if lam_tie > 0 and "r2c_ohm" in LIN:
+        o2, oc = LIN.index("r2_ohm") * npar, LIN.index("r2c_ohm") * npar
+        sc = np.mean(prior["r2_ohm"], axis=1)
+        for j in range(nt):
+            for s in range(ns):
+                r = np.zeros(P)
+                r[oc + j * ns + s] = lam_tie / sc[j]
+                r[o2 + j * ns + s] = -lam_tie / sc[j]
+                regs.append(r)
+                rhs.append(0.0)
     return np.array(regs), np.array(rhs)
 
 
@@ -684,28 +754,55 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
     info = {}
     if opts["kinetic"] and lp.items:
         lo, hi = math.log(opts["i0_range_a"][0]), math.log(opts["i0_range_a"][1])
-        lam = opts["i0_smooth"]
+        # log i0 of the table entries = B @ phi: linear in log i0 along SOC between knots
+        ns = len(grid_soc)
+        basis = np.array([np.interp(grid_soc, knots, np.eye(nk)[k]) for k in range(nk)]).T
+        B = np.zeros((nt * ns, nt * nk))
+        for j in range(nt):
+            B[j * ns:(j + 1) * ns, j * nk:(j + 1) * nk] = basis
+        # regularisation of phi: curvature and (weakly) slope along SOC, and curvature of
+        # log i0 against 1/T (Arrhenius: a straight line)
+        regs = []
+        lam_c, lam_s, lam_t = opts["i0_smooth"], opts["i0_smooth_slope"], opts["i0_smooth_t"]
+        for j in range(nt):
+            for k in range(nk - 1):
+                r = np.zeros(nt * nk)
+                r[j * nk + k:j * nk + k + 2] = (-lam_s, lam_s)
+                regs.append(r)
+            for k in range(1, nk - 1):
+                r = np.zeros(nt * nk)
+                r[j * nk + k - 1:j * nk + k + 2] = (lam_c, -2 * lam_c, lam_c)
+                regs.append(r)
+        invT = 1.0 / (np.asarray(grid_t, dtype=float) + 273.15)
+        for j in range(1, nt - 1):
+            h0, h1 = invT[j] - invT[j - 1], invT[j + 1] - invT[j]
+            cf = np.array([1.0 / h0, -(1.0 / h0 + 1.0 / h1), 1.0 / h1]) * (h0 + h1) / 2.0
+            cf *= lam_t / abs(cf[1])
+            for k in range(nk):
+                r = np.zeros(nt * nk)
+                for jj, c in zip((j - 1, j, j + 1), cf, strict=True):
+                    r[jj * nk + k] = c
+                regs.append(r)
+        Rphi = np.array(regs) if regs else np.zeros((0, nt * nk))
 
         def resid(phi):
-            ph = phi.reshape(nt, nk)
-            r = lp.residuals(i0_table(ph, knots, grid_soc))
-            # smoothness of log i0 along the SOC knots (the data are thin at the ends)
-            sm = (ph[:, :-2] - 2 * ph[:, 1:-1] + ph[:, 2:]).ravel() * lam if nk > 2 else []
-            return np.concatenate([r, sm])
+            r = lp.residuals(i0_table(phi.reshape(nt, nk), knots, grid_soc))
+            return np.concatenate([r, Rphi @ phi])
 
-        # start: one i0 per temperature, the best of a coarse scan
-        phi0 = np.zeros((nt, nk))
-        for j in range(nt):
-            best = None
-            for g in np.linspace(lo + 0.5, hi - 0.5, 9):
-                ph = phi0.copy()
-                ph[j] = g
-                c = float(np.sum(resid(ph.ravel()) ** 2))
-                if best is None or c < best[0]:
-                    best = (c, g)
-            phi0[j] = best[1]
-        res = least_squares(resid, phi0.ravel(), bounds=(lo, hi), x_scale=1.0,
-                            diff_step=1e-3, max_nfev=opts["i0_max_nfev"], method="trf")
+        def jac(phi):
+            J = lp.jacobian(i0_table(phi.reshape(nt, nk), knots, grid_soc), B)
+            return np.vstack([J, Rphi])
+
+        # start: one i0 per temperature, the best of a coarse scan (all temperatures at
+        # once: the rows of one temperature barely see the others')
+        best = None
+        for g in np.linspace(math.log(0.1), math.log(30.0), 8):
+            c = float(np.sum(resid(np.full(nt * nk, g)) ** 2))
+            if best is None or c < best[0]:
+                best = (c, g)
+        phi0 = np.full(nt * nk, best[1])
+        res = least_squares(resid, phi0, jac=jac, bounds=(lo, hi), x_scale=1.0,
+                            max_nfev=opts["i0_max_nfev"], method="trf")
         phi = res.x.reshape(nt, nk)
         info = {"i0_nfev": int(res.nfev), "i0_cost": float(res.cost)}
         i0 = i0_table(phi, knots, grid_soc)
@@ -751,16 +848,29 @@ def fit_thermal(cases, tables, capacity_ah, opts):
             heat = ecm.simulate(tables, c.cols["time_s"], c.cols["current_a"],
                                 c.cols["ambient_c"], soc[0], tcm[0], c.cols["temperature_c"][0],
                                 temp_core_c=tcm)["heat_w"]
+        # the part of that heat that is the slow RC pair's i*v2 (model v2 before the step,
+        # driven at the measured core temperature): heat = q - (1 - k2) * q2
+        q2 = np.zeros(len(soc))
+        if opts.get("fit_heat_v2", True):
+            sim = ecm.simulate(tables, c.cols["time_s"], c.cols["current_a"],
+                               c.cols["ambient_c"], soc[0], tcm[0], c.cols["temperature_c"][0],
+                               temp_core_c=tcm)
+            q2[1:] = c.cols["current_a"][1:] * sim["v2"][:-1]
         sel = np.arange(0, len(soc), max(1, len(soc) // 4000))
-        runs.append((c, heat, sel))
+        runs.append((c, heat, q2, sel))
     names = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
+    fit_k2 = bool(opts.get("fit_heat_v2", True))
     x0 = np.log([70.0, 5.0, 2.0, 10.0])
+    if fit_k2:
+        x0 = np.concatenate([x0, [0.5]])
     w_core = opts["core_temp_weight"]
 
     def resid(x):
-        th = dict(zip(names, np.exp(x), strict=True))
+        th = dict(zip(names, np.exp(x[:4]), strict=True))
+        k2 = x[4] if fit_k2 else 1.0
         out = []
-        for c, q, sel in runs:
+        for c, q0, q2, sel in runs:
+            q = q0 - (1.0 - k2) * q2
             ts_m = c.cols["temperature_c"]
             tc_m = c.cols.get("temp_core_c")
             tc, ts = ecm.simulate_thermal(c.cols["time_s"], q, c.cols["ambient_c"], th,
@@ -773,8 +883,14 @@ def fit_thermal(cases, tables, capacity_ah, opts):
 
     lb = np.log([1.0, 0.1, 0.01, 0.1])
     ub = np.log([2000.0, 500.0, 100.0, 500.0])
+    if fit_k2:
+        lb = np.concatenate([lb, [0.0]])
+        ub = np.concatenate([ub, [1.0]])
     res = least_squares(resid, x0, bounds=(lb, ub), x_scale=1.0, diff_step=1e-3, max_nfev=200)
-    return {k: float(v) for k, v in zip(names, np.exp(res.x), strict=True)}
+    out = {k: float(v) for k, v in zip(names, np.exp(res.x[:4]), strict=True)}
+    if fit_k2:
+        out["heat_v2_fraction"] = float(min(1.0, max(0.0, res.x[4])))
+    return out
 
 
 # ------------------------------------------------------------------ evaluation
@@ -811,10 +927,12 @@ def floors_for(ambient_c):
 def default_options():
     return {"soc_grid": list(SOC_GRID), "bias_weight": 3.0, "smooth_r": 3e-3,
             "smooth_r_temp": 0.0, "smooth_ocv": 0.3, "prior_ocv": 0.1, "prior_r": 1e-3,
-            "core_temp_weight": 0.3, "thermal_heat": "data",
+            "core_temp_weight": 0.3, "thermal_heat": "data", "fit_heat_v2": True,
+            "r2c_tie": 1e-2,
             "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE),
             "kinetic": True, "i0_soc_knots": [0.0, 0.2, 0.5, 0.8, 1.0],
-            "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_max_nfev": 40,
+            "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
+            "i0_smooth_t": 0.002, "i0_max_nfev": 60,
             "ls_pocv": False, "profile_weights": {}}
 
 
@@ -875,7 +993,7 @@ def build_calibration(tb, info, cell_id, chemistry, results):
     tabs = {"soc": [round(float(s), 6) for s in tb.soc],
             "temp_c": [round(float(t), 3) for t in tb.temp]}
     for name in ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s",
-                 "i0_a"):
+                 "i0_a", "r2c_ohm"):
         tabs[name] = _round_table(tb.tab[name], 4 if name in ("tau1_s", "tau2_s") else
                                   5 if name == "i0_a" else 7)
     created = os.environ.get("SOURCE_DATE_EPOCH")
@@ -900,9 +1018,10 @@ def build_calibration(tb, info, cell_id, chemistry, results):
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp),
             "fit_options": info["opts"],
             "split": split_record(info["cases"]),
-            "model": "device/bms/model.py: OCV - R0*i - 2 RC - Butler-Volmer "
-                     "b*asinh(i/2i0), bilinear in (soc, core temperature); "
-                     "core-surface-ambient thermal, backward Euler",
+            "model": "device/bms/model.py: OCV - R0*i - 2 RC (R0c, R2c on charge) - "
+                     "Butler-Volmer b*asinh(i/2i0), bilinear in (soc, core temperature); "
+                     "core-surface-ambient thermal, backward Euler, heat "
+                     "i*(R0 i + v1 + eta) + k2*i*v2 (k2 = thermal.heat_v2_fraction)",
             "rmse": {name: {k: (round(v, 3) if isinstance(v, float) else v)
                             for k, v in m.items()} for name, m in sorted(results.items())},
         },
@@ -912,6 +1031,13 @@ def build_calibration(tb, info, cell_id, chemistry, results):
 
 def run(args):
     from .calibration import read_calibration, write_calibration
+    if args.from_db:
+        from . import refit
+        if not args.device or not args.calibration:
+            raise UserError("--from-db needs --device ID and --calibration BASE.json")
+        return refit.run_from_db(args.from_db, args.device, args.calibration, args.out) or 0
+    if not args.data:
+        raise UserError("give the folder of traces to fit (e.g. data/lgm50), or --from-db")
     t0 = time.perf_counter()
     ambients = None
     if args.ambients:
@@ -1050,15 +1176,17 @@ def write_report(folder, info, tb, results, sims, fit_s, cal_path):
     fig.savefig(folder / "residual_histograms.png", dpi=70)
     plt.close(fig)
     # OCV and resistance tables
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, ax = plt.subplots(1, 4, figsize=(15, 3.4))
     for j, T in enumerate(tb.temp):
         ax[0].plot(tb.soc, tb.tab["ocv_v"][j], marker=".", label="%g degC" % T)
         ax[1].plot(tb.soc, tb.tab["r0_ohm"][j] * 1e3, label="R0 %g" % T)
         ax[1].plot(tb.soc, tb.tab["r0c_ohm"][j] * 1e3, ls="--", color=ax[1].lines[-1].get_color())
         ax[2].plot(tb.soc, (tb.tab["r1_ohm"][j] + tb.tab["r2_ohm"][j]) * 1e3, label="%g" % T)
+        ax[3].semilogy(tb.soc, tb.tab["i0_a"][j], label="%g" % T)
     ax[0].set_title("OCV (V)", fontsize=9)
     ax[1].set_title("R0 discharge (solid), charge (dashed), mOhm", fontsize=9)
     ax[2].set_title("R1 + R2 (mOhm)", fontsize=9)
+    ax[3].set_title("exchange current i0 (A)", fontsize=9)
     for a in ax:
         a.set_xlabel("SOC")
         a.legend(fontsize=7)
@@ -1069,6 +1197,7 @@ def write_report(folder, info, tb, results, sims, fit_s, cal_path):
 
 
 def summary_markdown(info, tb, results, fit_s, cal_path):
+    sp = split_record(info["cases"])
     held = {n: m for n, m in results.items() if m["role"] != "fit"}
     fitr = {n: m for n, m in results.items() if m["role"] == "fit"}
     lines = ["# Fit report: %s" % Path(cal_path).name, "",
@@ -1080,6 +1209,16 @@ def summary_markdown(info, tb, results, fit_s, cal_path):
              "trace's first-row SOC (soc_true) and temperature. Error = model - data. "
              "Floors on held-out dynamic profiles: voltage RMSE <= 10 mV at ambients >= 0 "
              "degC, <= 20 mV at -10 degC; surface temperature RMSE <= 0.5 degC.", "",
+             "Data split (decided by the fit, `--fit-profiles`): fit on %s; held out: %s.%s"
+             % (", ".join(sp["fit_profiles"]), ", ".join(sp["validation_profiles"]) or "none",
+                (" Roles that differ from the data manifest: %s."
+                 % ", ".join(sp["role_differs_from_manifest"]))
+                if sp["role_differs_from_manifest"] else ""), "",
+             "Model: OCV - R0*i - two RC pairs - Butler-Volmer term b*asinh(i / 2 i0), "
+             "b = 2RT/F; i0_a(soc, T) fitted by variable projection (log i0 at SOC knots %s "
+             "per temperature), the linear tables by bounded least squares with mean-error "
+             "rows per trace and current direction." % ", ".join(
+                 "%g" % k for k in info["opts"]["i0_soc_knots"]), "",
              "## Held-out validation cases", ""]
     if held:
         lines.append(summary_table(held))

@@ -19,7 +19,12 @@ def micropython_binary():
 
 
 def micropython_env(extra_paths=()):
+    """Environment for the host micropython: device code, boards and the third-party
+    MicroPython libraries (MQTT client) copied out of their installed wheels."""
+    from . import mpylib
+
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(
-        [str(p) for p in extra_paths] + [str(DEVICE_DIR), str(BOARDS_DIR), ".frozen"])
+        [str(p) for p in extra_paths]
+        + [str(DEVICE_DIR), str(BOARDS_DIR), str(mpylib.ensure()), ".frozen"])
     return env

@@ -47,8 +47,9 @@ def push(port, path, check=True):
         try:
             got = d.eval("__import__('bms').app.install_calibration(%r)" % UPLOAD)
         except DeviceError as e:
-            raise UserError("the device rejected %s: %s" % (path, str(e).split(": ", 1)[-1])) \
-                from None
+            why = str(e).split("CalibrationError: ", 1)[-1]
+            raise UserError("the device rejected %s (its old calibration stays active): %s"
+                            % (path, why)) from None
         running = d.eval("__import__('bms').app.store.checksum")
     if got != checksum or running != checksum:
         raise UserError("read-back differs: the device runs calibration %s, the file is %s"

@@ -61,7 +61,8 @@ def open_db(path):
         conn.executescript(SCHEMA)
         conn.commit()
     except sqlite3.Error as e:
-        raise UserError("cannot write the database %s (%s): choose a writable file" % (path, e))
+        raise UserError("cannot write the database %s (%s): choose a writable file"
+                        % (path, e)) from None
     return conn
 
 
@@ -115,7 +116,7 @@ def gap_report(conn):
         total = sum(b[1] for b in boots)
         lost = sum(e - s + 1 for b in boots for s, e in b[4])
         lines.append("%s: %d records, %d boot(s), %d missing" % (dev, total, len(boots), lost))
-        for boot, n, lo, hi, missing in boots:
+        for boot, _n, lo, hi, missing in boots:
             if missing:
                 shown = ", ".join("%d-%d" % r if r[0] != r[1] else "%d" % r[0]
                                   for r in missing[:8])
@@ -174,7 +175,7 @@ class MqttSource:
         except (OSError, ValueError) as e:
             raise UserError("cannot reach the MQTT broker at %s:%d (%s): is it running and is "
                             "the address right?" % (self.host, self.port,
-                                                    getattr(e, "strerror", None) or e))
+                                                    getattr(e, "strerror", None) or e)) from None
         self.c.loop_start()
         deadline = time.time() + timeout
         while not self.connected and self.error is None and time.time() < deadline:
@@ -220,7 +221,7 @@ class SerialSource:
             if first:
                 raise UserError("cannot open serial port %s (%s): check the port name "
                                 "(bms-host sim prints it) and that nothing else holds it"
-                                % (self.port, e))
+                                % (self.port, e)) from None
             self.s = None
 
     def get(self, timeout):

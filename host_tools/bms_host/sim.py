@@ -23,6 +23,11 @@ def configure(p):
     p.add_argument("--trace", help="trace CSV the simulated board plays (current, ambient)")
     p.add_argument("--calibration", help="calibration JSON installed at first boot")
     p.add_argument("--cells", type=int, default=1, help="cells in series (1..16)")
+    p.add_argument("--soc", type=float, default=0.8,
+                   help="initial SOC of the simulated cells (ECM plant mode)")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="publish telemetry to this broker")
+    p.add_argument("--device-id", default="sim", help="device id in telemetry")
+    p.add_argument("--period", type=float, default=5.0, help="telemetry period, seconds")
     p.add_argument("--flash", help="folder that plays the board's flash (kept across runs); "
                    "default: a temporary folder removed on exit")
 
@@ -30,7 +35,8 @@ def configure(p):
 class SimDevice:
     """Start/stop the simulated device from Python (tests, demo)."""
 
-    def __init__(self, trace=None, calibration=None, cells=1, flash=None):
+    def __init__(self, trace=None, calibration=None, cells=1, flash=None, soc=0.8,
+                 mqtt=None, device_id="sim", period_s=5.0):
         for path, what in ((trace, "trace"), (calibration, "calibration")):
             if path and not os.path.isfile(path):
                 raise UserError("%s file %s does not exist" % (what, path))
@@ -45,6 +51,10 @@ class SimDevice:
         self.trace = os.path.abspath(trace) if trace else None
         self.calibration = os.path.abspath(calibration) if calibration else None
         self.cells = cells
+        self.soc = soc
+        self.mqtt = mqtt
+        self.device_id = device_id
+        self.period_s = period_s
         self.proc = None
         self.boots = 0
         self.master, self.slave = os.openpty()
@@ -54,6 +64,11 @@ class SimDevice:
     def _env(self):
         env = micropython_env()
         env["BMS_SIM_CELLS"] = str(self.cells)
+        env["BMS_SIM_SOC"] = repr(self.soc)
+        if self.mqtt:
+            env["BMS_SIM_MQTT"] = self.mqtt
+            env["BMS_SIM_ID"] = self.device_id
+            env["BMS_SIM_PERIOD"] = repr(self.period_s)
         if self.trace:
             env["BMS_SIM_TRACE"] = self.trace
         if self.calibration:
@@ -125,7 +140,10 @@ class SimDevice:
 
 
 def run(args):
-    sim = SimDevice(args.trace, args.calibration, args.cells, args.flash)
+    if args.mqtt and ":" not in args.mqtt:
+        raise UserError("--mqtt wants HOST:PORT, e.g. 127.0.0.1:1883")
+    sim = SimDevice(args.trace, args.calibration, args.cells, args.flash, args.soc, args.mqtt,
+                    args.device_id, args.period)
     stopping = []
 
     def _stop(signum, frame):

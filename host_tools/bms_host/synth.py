@@ -131,7 +131,7 @@ def cell_spec(cell, aged=None, quick=False):
 
 # ------------------------------------------------------------------ PyBaMM side
 
-def make_parameters(spec, ambient_c, init_soc, y0_state=None):
+def make_parameters(spec, ambient_c, init_soc):
     import pybamm
     p = pybamm.ParameterValues(spec["parameter_set"])
     if spec["fill_from"]:
@@ -143,8 +143,7 @@ def make_parameters(spec, ambient_c, init_soc, y0_state=None):
         p.update(spec["aged"]["parameters"], check_already_exists=False)
     tk = 273.15 + float(ambient_c)
     p.update({"Ambient temperature [K]": tk, "Initial temperature [K]": tk})
-    if y0_state is None:
-        p.set_initial_state(float(init_soc))
+    p.set_initial_state(float(init_soc))
     if init_soc >= 1.0:
         # a rested full cell sits exactly on the upper cut-off, which PyBaMM refuses as an
         # initial state: the upper limit event is moved up by FULL_MARGIN_V.
@@ -615,6 +614,9 @@ def _write_aged(out, spec, res):
         r_fresh = _pulse_resistances({"I": d["current_a"], "V": d["voltage_v"]},
                                      spec["nominal_ah"])
         n = min(len(r_fresh), len(r_aged))
+        extra["r10s_note"] = ("10 s resistance (V before - V after 10 s) / 1C at every step "
+                              "from rest to 1C discharge in hppc_25C (the pulse, then the start "
+                              "of the 10 %% discharge), from full down; fresh = data/lgm50")
         extra["r10s_discharge_ohm_fresh"] = [round(x, 6) for x in r_fresh]
         extra["r10s_discharge_ohm_aged"] = [round(x, 6) for x in r_aged]
         if n:
@@ -768,7 +770,8 @@ def write_manifest(out, spec, ambients, files, q_c20, extra=None):
         h.update(f["file"].encode() + b"\0" + f["sha256"].encode() + b"\n")
     man = {
         "cell": spec["cell"],
-        "description": CELLS[spec["cell"]]["description"],
+        "description": (CELLS[spec["cell"]]["description"] if spec["cell"] in CELLS else
+                        CELLS["lgm50"]["description"] + ", aged (accelerated SEI/plating)"),
         "generator": "bms-host synth (%s)" % CODE_VERSION,
         "pybamm_version": _pybamm_version(),
         "model": "pybamm.lithium_ion.DFN",

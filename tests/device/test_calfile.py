@@ -77,3 +77,18 @@ def test_cell_count():
     cal["pack"] = {"series_cells": 4}
     expect_error(encode(cal), "series_cells", series_cells=3)
     assert calfile.loads(encode(cal), series_cells=4)[0]["pack"]["series_cells"] == 4
+
+
+def test_optional_r2c_table_and_heat_v2_fraction():
+    cal = sample()
+    cal["tables"]["r2c_ohm"] = [[0.02] * 3, [0.02] * 3]
+    cal["thermal"]["heat_v2_fraction"] = 0.5
+    assert calfile.loads(encode(cal))[0]["thermal"]["heat_v2_fraction"] == 0.5
+    cal["thermal"]["heat_v2_fraction"] = 0
+    calfile.loads(encode(cal))
+    for bad in (1.5, -0.1, "half"):
+        cal["thermal"]["heat_v2_fraction"] = bad
+        expect_error(encode(cal), "thermal.heat_v2_fraction")
+    cal = sample()
+    cal["tables"]["r2c_ohm"] = [[0.02] * 3]
+    expect_error(encode(cal), "tables.r2c_ohm")

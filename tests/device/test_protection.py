@@ -81,24 +81,42 @@ def test_reset_keeps_a_latched_fault_whose_cause_remains():
     assert not p.charge_fet_on
 
 
-def test_soft_over_voltage_releases_after_hysteresis_and_delay():
+def test_soft_over_temperature_releases_after_hysteresis_and_delay():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 100)
+    for k in range(2):
+        s.temp_c[k] = 47.0        # above the 45 degC charge limit, below discharge 60
+    _run(p, s, 110, 1100)
+    assert p.charge_fet_on        # 990 ms of the 1000 ms trip delay
+    _run(p, s, 1110, 1110)
+    assert not p.charge_fet_on and p.discharge_fet_on and p.active == {"OT_CHG"}
+    for k in range(2):
+        s.temp_c[k] = 43.0        # below trip, inside the 3 degC hysteresis
+    _run(p, s, 1120, 9000)
+    assert not p.charge_fet_on
+    for k in range(2):
+        s.temp_c[k] = 40.0
+    _run(p, s, 9010, 14000)       # 4990 ms of the 5000 ms release delay
+    assert not p.charge_fet_on
+    _run(p, s, 14010, 14010)
+    assert p.charge_fet_on and not p.active
+    assert _codes(log) == ["OT_CHG", "OT_CHG_CLR"]
+
+
+def test_soft_over_voltage_stays_latched_until_reset():
     p, log = _prot()
     s = _sample()
     _run(p, s, 0, 100)
     s.cell_v[0] = 4.22            # above 4.2 soft limit, below the hard 4.25
-    _run(p, s, 110, 1100)
-    assert p.charge_fet_on        # 990 ms of the 1000 ms trip delay
-    _run(p, s, 1110, 1110)
+    _run(p, s, 110, 1110)
     assert not p.charge_fet_on and p.discharge_fet_on and p.active == {"OV"}
-    s.cell_v[0] = 4.17            # below trip, inside the 50 mV hysteresis
-    _run(p, s, 1120, 9000)
-    assert not p.charge_fet_on
-    s.cell_v[0] = 4.1
-    _run(p, s, 9010, 11000)       # 1990 ms of the 2000 ms release delay
-    assert not p.charge_fet_on
-    _run(p, s, 11010, 11010)
-    assert p.charge_fet_on and not p.active
-    assert _codes(log) == ["OV", "OV_CLR"]
+    s.cell_v[0] = 4.1             # the cell relaxes: the fault holds
+    _run(p, s, 1120, 20000)
+    assert not p.charge_fet_on and "OV" in p.active
+    assert p.reset_faults(20000) == []
+    _run(p, s, 20010, 20010)
+    assert p.charge_fet_on
 
 
 def test_no_charging_below_zero_but_discharging_allowed():

@@ -10,7 +10,7 @@ KEY = b"device-key-0123456789abcdef-secret"
 
 
 def status(t_ms=0, cells=2):
-    return {"device_id": "d1", "t_ms": t_ms, "cells": cells, "v": [3.71234567, 3.7] [:cells],
+    return {"device_id": "d1", "t_ms": t_ms, "cells": cells, "v": [3.71234567, 3.7][:cells],
             "temp_c": [25.0, 26.5], "i_a": 1.25, "soc": [0.5, 0.51][:cells],
             "soc_sigma": [0.01, 0.012][:cells], "soc_pack": 0.5, "soh": 0.98, "soh_sigma": 0.02,
             "sop_dis_a": [50.0, 40.0, 30.0], "sop_chg_a": [10.0, 8.0, 6.0], "fet_chg": True,
@@ -110,7 +110,7 @@ def test_buffer_is_bounded_and_drops_oldest():
     assert not st["connected"]
     c.published = []
     c.up = True
-    for k in range(12, 20):  # reconnect: the buffer drains, oldest first
+    for _ in range(8):  # reconnect: the buffer drains, oldest first
         tel.poll()
     seqs = [json.loads(p[1])["seq"] for p in c.published]
     assert seqs[:5] == [7, 8, 9, 10, 11], seqs

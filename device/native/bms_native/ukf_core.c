@@ -22,8 +22,8 @@
 #define BMS_C(v) ((bms_real)(v))
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
-enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE };
-enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0 };
+enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2 };
+enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
 #define KIN_B BMS_C(2.0 * 8.314462618 / 96485.33212)
@@ -118,6 +118,10 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     if (!finite(p[R0_SCALE])) {
         return BMS_PARAMS_CONSTS;
     }
+    /* The heated fraction of i*v2 lies in [0, 1] (calfile checks the same). */
+    if (!(p[HEAT_V2] >= BMS_C(0.0) && p[HEAT_V2] <= BMS_C(1.0))) {
+        return BMS_PARAMS_CONSTS;
+    }
     return BMS_PARAMS_OK;
 }
 
@@ -126,7 +130,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_OK:
         return "params are valid";
     case BMS_PARAMS_SHORT:
-        return "params are shorter than their 8-value header";
+        return "params are shorter than their 9-value header";
     case BMS_PARAMS_COUNTS:
         return "params header n_soc/n_temp must be whole numbers from 1 to 128/32";
     case BMS_PARAMS_LENGTH:
@@ -134,7 +138,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_GRID:
         return "params soc and temperature grids must be finite and strictly increasing";
     case BMS_PARAMS_CONSTS:
-        return "params capacity and thermal constants must be positive and finite";
+        return "params capacity and thermal constants must be positive and finite, heat_v2_fraction in [0, 1]";
     default:
         return "params are malformed";
     }
@@ -196,14 +200,16 @@ static bms_real kinetic_v(bms_real i_a, bms_real i0_a, bms_real tc) {
 static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c,
                        bms_real dt_s, bms_real *tab) {
     const bms_real *p = m->p;
-    bms_real a1, a2, r0, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
+    bms_real a1, a2, r0, r2, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
     lookup(m, s[0], s[3], tab);
     a1 = BMS_EXP(-dt_s / tab[T_TAU1]);
     a2 = BMS_EXP(-dt_s / tab[T_TAU2]);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * p[R0_SCALE];
-    heat_w = i_a * (r0 * i_a + s[1] + s[2] + kinetic_v(i_a, tab[T_I0], s[3]));
+    heat_w = i_a * (r0 * i_a + s[1] + kinetic_v(i_a, tab[T_I0], s[3]))
+             + p[HEAT_V2] * i_a * s[2];
+    r2 = i_a >= BMS_C(0.0) ? tab[T_R2] : tab[T_R2C];
     s[1] = a1 * s[1] + tab[T_R1] * (BMS_C(1.0) - a1) * i_a;
-    s[2] = a2 * s[2] + tab[T_R2] * (BMS_C(1.0) - a2) * i_a;
+    s[2] = a2 * s[2] + r2 * (BMS_C(1.0) - a2) * i_a;
     s[0] = s[0] - i_a * dt_s / p[CAP_AS];
     /* Backward Euler on the two thermal nodes: a 2x2 linear solve. */
     g1 = BMS_C(1.0) / p[R_CS];

@@ -1,0 +1,165 @@
+# Device-side tests of the estimator parts: UKF convergence and honesty, NaN skip, RLS,
+# SOH capacity, SOP against the model, long-run finiteness. Plain test_* functions with
+# bare asserts: they run under CPython (pytest) and MicroPython (mpy_runner).
+import math
+import sys
+
+from bms import backends, estimator, model, rls, soh, sop, ukf
+from sim import sample_cal
+
+MPY = sys.implementation.name == "micropython"
+CAP = 5.0
+
+
+class _Rng:
+    """Seeded Gaussian noise that behaves the same in CPython and MicroPython (whose
+    random module has no Random class)."""
+
+    def __init__(self, seed):
+        self.s = seed * 2654435761 % 4294967296 or 1
+
+    def _u(self):
+        self.s = (1664525 * self.s + 1013904223) % 4294967296
+        return (self.s + 0.5) / 4294967296.0
+
+    def gauss(self, mu, sigma):
+        r = math.sqrt(-2.0 * math.log(self._u()))
+        return mu + sigma * r * math.cos(6.283185307 * self._u())
+
+
+def _plant(soc, temp_c=25.0, cap_ah=CAP):
+    cal = sample_cal.calibration(cap_ah)
+    return model.Simulator(model.pack(cal), soc, temp_c)
+
+
+def _est():
+    return estimator.CellEstimator(sample_cal.calibration(CAP), backends.PythonBackend())
+
+
+def test_filter_converges_from_20_points_off_and_covers_truth():
+    plant = _plant(0.75)
+    est = _est()
+    est.init(0.55, 25.0)
+    sig0 = est.soc_sigma()
+    rng = _Rng(1)
+    worst_late = 0.0
+    n = 900 if MPY else 1500
+    for k in range(n):
+        i = sample_cal.drive_current(k, CAP)
+        v = plant.step(i, 25.0, 1.0) + rng.gauss(0.0, 0.002)
+        assert est.step(i + 0.01, v, plant.ts + rng.gauss(0.0, 0.05), 25.0, 1.0) == ukf.OK
+        if k > n - 300:
+            err = abs(est.soc() - plant.soc)
+            worst_late = max(worst_late, err)
+            assert err <= 3.0 * est.soc_sigma(), (k, err, est.soc_sigma())
+    assert worst_late < 0.02, worst_late
+    assert est.soc_sigma() < 0.25 * sig0, (est.soc_sigma(), sig0)
+    assert abs(est.temp_core_c() - plant.tc) < 1.0
+
+
+def test_nan_measurement_is_skipped():
+    plant = _plant(0.6)
+    est = _est()
+    est.init(0.6, 25.0, 0.02)
+    nan = float("nan")
+    for k in range(60):
+        i = sample_cal.drive_current(k, CAP)
+        plant.step(i, 25.0, 1.0)
+        assert est.step(i, nan, nan, 25.0, 1.0) == ukf.OK
+    assert est.soc() == est.soc()
+    # Without measurements the SOC is coulomb counted: it follows the plant closely.
+    assert abs(est.soc() - plant.soc) < 0.005, (est.soc(), plant.soc)
+    for k in range(ukf.NX):
+        assert est.x[k] == est.x[k]
+    for v in est.P:
+        assert v == v
+
+
+def test_rls_tracks_a_50_percent_step_in_r0_within_10_minutes():
+    plant = _plant(0.8)
+    p = plant.p
+    r = rls.R0Estimator(forget=estimator.RLS_FORGET, p0=estimator.RLS_P0)
+    tab = [0.0] * model.NTAB
+    rng = _Rng(2)
+    t_step = 600
+    for k in range(t_step + 600):
+        if k == t_step:
+            p[model.R0_SCALE] = 1.5
+        i = sample_cal.drive_current(k, CAP)
+        v = plant.step(i, 25.0, 1.0) + rng.gauss(0.0, 0.001)
+        model.lookup(p, plant.soc, plant.tc, tab)
+        r0_tab = tab[model.R0] if i >= 0 else tab[model.R0C]
+        r.update(i, v, plant.v1 + plant.v2, r0_tab)
+        if k == t_step - 1:
+            assert abs(r.scale - 1.0) < 0.05, r.scale
+    assert abs(r.scale - 1.5) < 0.075, r.scale
+
+
+def test_soh_recovers_10_percent_capacity_fade():
+    # The filter's SOC error is slow (model bias), not white: model it as a smooth
+    # error of up to 0.5 % SOC (sigma 1 %) on the plant's SOC. (White per-sample noise biases the
+    # segment ends, since a segment closes when the noisy SOC first crosses the swing.)
+    true_ah = 0.9 * CAP
+    plant = _plant(0.95, cap_ah=true_ah)
+    c = soh.CapacityEstimator(CAP)
+    ah = 0.0
+    sigma = 0.01
+    direction = 1.0
+    n = 0
+    while c.pairs < 40 and n < 200000:
+        # Full-ish cycles: drive down to 15 %, then charge back to 95 %.
+        if plant.soc < 0.15:
+            direction = -1.0
+        elif plant.soc > 0.95:
+            direction = 1.0
+        i = direction * 5.0
+        plant.step(i, 25.0, 10.0)
+        ah += i * 10.0 / 3600.0
+        c.update(plant.soc + 0.5 * sigma * math.sin(n / 170.0), sigma, ah)
+        n += 1
+    assert c.pairs >= 40, c.pairs
+    assert abs(c.capacity_ah - true_ah) <= c.sigma_ah, (c.capacity_ah, c.sigma_ah)
+    assert abs(c.soh() - 0.9) < 0.03, c.soh()
+
+
+def test_sop_limits_never_cross_voltage_limits():
+    cal = sample_cal.calibration(CAP)
+    lim = cal["limits"]
+    tab = [0.0] * model.NTAB
+    socs = (0.08, 0.5, 0.95) if MPY else (0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97)
+    for temp in (0.0, 25.0, 45.0):
+        for soc in socs:
+            p = model.pack(cal)
+            st = (soc, 0.0, 0.0, temp, temp)
+            for h in sop.HORIZONS_S:
+                i_dis, i_chg = sop.limits(p, st, temp, lim, h, tab)
+                for i in (i_dis, -i_chg):
+                    if i == 0.0:
+                        continue  # no current allowed: nothing the SOP could push over
+                    s = model.Simulator(p, soc, temp)
+                    for _ in range(int(h)):
+                        v = s.step(i, temp, 1.0)
+                        assert lim["v_min"] - 0.005 <= v <= lim["v_max"] + 0.005, \
+                            (temp, soc, h, i, v)
+
+
+def test_filter_stays_finite_over_20000_steps():
+    n = 3000 if MPY else 20000
+    plant = _plant(0.9)
+    est = _est()
+    est.init(0.7, 25.0)
+    rng = _Rng(4)
+    for k in range(n):
+        i = sample_cal.drive_current(k, CAP)
+        if plant.soc < 0.1:
+            i = -abs(i)
+        elif plant.soc > 0.95:
+            i = abs(i)
+        v = plant.step(i, 25.0, 1.0) + rng.gauss(0.0, 0.005)
+        est.step(i + 0.03, v, plant.ts + rng.gauss(0.0, 0.1), 25.0, 1.0)
+    assert est.errors == 0
+    assert est.status == ukf.OK
+    assert 0.0 < est.soc_sigma() < 0.1
+    assert abs(est.soc() - plant.soc) < 0.03, (est.soc(), plant.soc)
+    for v in est.P:
+        assert v == v and not math.isinf(v)

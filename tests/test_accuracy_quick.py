@@ -1,0 +1,24 @@
+# A short version of the accuracy benchmark (bms-host bench accuracy): one held-out 25 degC
+# profile, first ~3000 s, the same sensor noise, offset and 20-point wrong start, so that
+# `make test` catches a regression of the estimator's accuracy or honesty.
+import pytest
+
+from bms_host import bench_accuracy as bench
+
+pytest.importorskip("numpy")
+
+
+def test_random_25c_meets_the_floors():
+    from bms import backends
+
+    native = backends.available("native")[0]
+    # The python reference costs ~200 us/step: fewer samples when the C step is missing.
+    t_end = 3000.0 if native else 1200.0
+    r = bench.run_case(bench.load_cal(), "random", 25, "native" if native else "python",
+                       peer=False, t_end=t_end)
+    u = r["ukf"]
+    assert r["errors"] == 0
+    assert u["rmse"] <= bench.FLOOR_RMSE, u
+    assert u["max"] <= bench.FLOOR_MAX, u
+    assert u["cover"] >= bench.FLOOR_COVER, u
+    assert r["tc_rmse"] <= bench.FLOOR_TCORE, r["tc_rmse"]
