@@ -86,3 +86,17 @@ unix-port:
 
 clean:
 	rm -rf build out .pytest_cache
+
+# Copy device code, the board's files and a calibration to a board with mpremote.
+BOARD ?= pico
+CAL ?= lgm50
+deploy: $(STAMP)
+	@test -n "$(PORT)" || { echo "deploy: give the board's port: make deploy PORT=/dev/ttyACM0 BOARD=pico|esp32"; exit 2; }
+	@test -f boards/$(BOARD)/board.py || { echo "deploy: no board '$(BOARD)'; choose pico or esp32"; exit 2; }
+	for d in cal bms drivers; do $(BIN)/mpremote connect $(PORT) mkdir :$$d 2>/dev/null || true; done
+	$(BIN)/mpremote connect $(PORT) cp device/bms/*.py :bms/ + cp boards/drivers/*.py :drivers/ \
+	  + cp boards/$(BOARD)/board.py :board.py + cp calibration/$(CAL).json :cal/active.json \
+	  + cp boards/main.py :main.py + reset
+
+package.json: tools/gen_package_json.py $(wildcard device/bms/*.py boards/drivers/*.py)
+	$(BIN)/python tools/gen_package_json.py > $@

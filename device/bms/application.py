@@ -75,6 +75,7 @@ class App:
         self._apply_calibration()
         self.cells_per_tick = cells_per_tick or self.n
         self._rr = 0
+        self._sop_rr = 0
         # Charge counted as an integer: mA*s plus a uA*s remainder (small ints only).
         self.charge_mas = 0
         self._rem_uas = 0
@@ -161,6 +162,10 @@ class App:
                 k = self._rr
                 self._rr = (self._rr + 1) % self.n
                 self._estimate_cell(k, s, now_ms, ta)
+            # SOP costs several model evaluations: one cell per tick keeps the tick short
+            # (16 cells: each cell's limits are at most 1.6 s old).
+            self.cells[self._sop_rr].update_sop(ta)
+            self._sop_rr = (self._sop_rr + 1) % self.n
         soc = [c.soc() for c in self.cells] if self.cells else None
         mask = self.balancer.update(s.cell_v, s.current_a if s.current_a == s.current_a
                                     else 0.0, bool(self.protection.active), soc, s.cell_st)
@@ -190,7 +195,6 @@ class App:
             self._cell_ms[k] = now_ms
             self._cell_mas[k] = self.charge_mas
             c.step(s.current_a, v, t, ta, 0.0)   # boot: SOC from OCV
-            c.update_sop(ta)
             return
         dt_ms = ticks_diff(now_ms, last)
         if dt_ms <= 0:
@@ -200,7 +204,6 @@ class App:
         self._cell_ms[k] = now_ms
         self._cell_mas[k] = self.charge_mas
         c.step(i_avg, v, t, ta, dt_ms / 1000.0)
-        c.update_sop(ta)
 
     def ambient_c(self, s):
         if self.sim is not None:
@@ -275,6 +278,7 @@ class App:
             "soc_pack": self.pack_soc(),
             "temp_core_c": [c.temp_core_c() for c in cells],
             "r0_ohm": [c.r0_ohm() for c in cells],
+            "r0_growth": [c.r0_growth() for c in cells],
             "capacity_ah": [c.capacity_ah() for c in cells],
             "soh": min(c.soh() for c in cells) if cells else None,
             "soh_sigma": max(c.cap.soh_sigma() for c in cells) if cells else None,

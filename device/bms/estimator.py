@@ -23,7 +23,11 @@ V_FLOOR_REL = 0.3         # voltage noise floor added per mV of model overpotent
 BIAS_BASE_MV = 8.0
 BIAS_TAU_S = 300.0
 SIGMA_SOC_MIN = 0.0       # floor on the filter's own SOC sigma (%), keeps it responsive
-FEED_R0 = False           # feed the RLS resistance factor into the filter
+# The RLS factor reaches the filter slowly and through a dead band: a fresh cell's pulse
+# resistance falls with current, which moves the factor by +-10 % from one load to the
+# next (feeding that raw made SOC worse on the PyBaMM cell); ageing moves it for good.
+R0_FEED_DEADBAND = 0.1
+R0_FEED_TAU_S = 1800.0
 SETTLE_S = 900.0          # no capacity segments before the filter has run this long
 CAP_MIN_PAIRS = 3         # capacity fed back only after this many segments
 # RLS on R0: the scale's variance cap must be ~1/(di*R0)^2 (R0*di ~ 0.1 V) or the gain is
@@ -47,6 +51,7 @@ class CellEstimator:
         self.out = b.alloc([0.0] * ukf.OUT_SIZE)
         self.tab = [0.0] * model.NTAB
         self.rls = rls.R0Estimator(forget=RLS_FORGET, p0=RLS_P0)
+        self.r0_slow = 1.0        # slow mean of the RLS factor, what the filter may use
         self.cap = soh.CapacityEstimator(self.nominal_ah)
         self.ah = 0.0             # charge moved (Ah, discharge positive), for SOH
         self.ready = False
@@ -114,7 +119,7 @@ class CellEstimator:
         cfg[6] = math.sqrt(f0 * f0 + extra)
         cfg[8] = math.sqrt(self.cfg0[8] * self.cfg0[8] + extra)
         cfg[10] = base + extra
-        self.p[model.R0_SCALE] = self.rls.scale if FEED_R0 else 1.0
+        self.p[model.R0_SCALE] = self.r0_feed()
         self.p[model.CAP_AS] = self.capacity_ah() * 3600.0
         soc_before = self.x[ukf.SOC]
         st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
@@ -151,6 +156,8 @@ class CellEstimator:
         eta = self.tab[model.OCV] - self.out[0]
         self.eta_mv = 1000.0 * (eta if eta >= 0.0 else -eta)
         self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab)
+        a = dt_s / R0_FEED_TAU_S
+        self.r0_slow += (self.rls.scale - self.r0_slow) * (a if a < 1.0 else 1.0)
         if self.run_s >= SETTLE_S:
             self.cap.update(soc, self.soc_sigma(), self.ah)
         return st
@@ -193,10 +200,21 @@ class CellEstimator:
     def bias_a(self):
         return self.x[ukf.BIAS] / 1000.0
 
+    def r0_feed(self):
+        d = self.r0_slow - 1.0
+        if -R0_FEED_DEADBAND <= d <= R0_FEED_DEADBAND:
+            return 1.0
+        return self.r0_slow - (R0_FEED_DEADBAND if d > 0 else -R0_FEED_DEADBAND)
+
     def r0_ohm(self):
-        """Present R0 (discharge) at the filter's SOC and core temperature."""
+        """Online R0 (discharge) at the filter's SOC and core temperature: the table
+        value times the RLS factor."""
         model.lookup(self.p, self.soc(), self.temp_core_c(), self.tab)
-        return self.tab[model.R0] * (self.rls.scale if FEED_R0 else 1.0)
+        return self.tab[model.R0] * self.rls.scale
+
+    def r0_growth(self):
+        """Resistance growth against the calibration (1.0 = as calibrated)."""
+        return self.r0_slow
 
     def capacity_ah(self):
         # Feed the learned capacity back only once it is well determined.

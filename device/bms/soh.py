@@ -9,7 +9,7 @@ import math
 
 
 class CapacityEstimator:
-    def __init__(self, nominal_ah, prior_sigma=0.05, min_swing=0.2, max_sigma=0.03,
+    def __init__(self, nominal_ah, prior_sigma=0.1, min_swing=0.2, max_sigma=0.03,
                  forget=0.98, k=1.0):
         self.nominal_ah = nominal_ah
         self.min_swing = min_swing      # SOC change that closes a segment
@@ -60,9 +60,13 @@ class CapacityEstimator:
             self._start = (soc, soc_sigma, ah_counter)
             return False
         s0, sig0, ah0 = self._start
-        dy = s0 - soc
-        if -self.min_swing < dy < self.min_swing:
+        # Close the segment on the charge counted, not on the noisy SOC: choosing the
+        # moment by the SOC would pick its noise and bias the capacity low.
+        dx = ah_counter - ah0
+        swing = self.min_swing * self.nominal_ah
+        if -swing < dx < swing:
             return False
+        dy = s0 - soc
         self.add_pair(ah_counter - ah0, dy, math.sqrt(sig0 * sig0 + soc_sigma * soc_sigma))
         self._start = (soc, soc_sigma, ah_counter)
         return True
