@@ -67,7 +67,9 @@ class App:
         self.store = calstore.CalStore(self.n)
         if not self.store.load() and default_calibration:
             try:
-                self.store.install_text(open(default_calibration).read())
+                with open(default_calibration) as f:
+                    self.store.install_text(f.read())
+                self.store.note = "first boot: installed %s" % default_calibration
             except (OSError, calfile.CalibrationError) as e:
                 self.store.note = "default calibration refused: %s" % e
         self.protection = None
@@ -272,6 +274,7 @@ class App:
             "cells": self.n,
             "v": [s.cell_v[k] for k in range(self.n)],
             "temp_c": [s.temp_c[k] for k in range(s.n_temps)],
+            "cell_temp_c": [s.cell_temp_c(k) for k in range(self.n)],
             "i_a": s.current_a,
             "soc": [c.soc() for c in cells],
             "soc_sigma": [c.soc_sigma() for c in cells],
@@ -352,7 +355,7 @@ def _print_status(d):
         sig = d["soc_sigma"][k] * 100 if d["soc_sigma"] else None
         tc = d["temp_core_c"][k] if d["temp_core_c"] else None
         r0 = d["r0_ohm"][k] * 1000 if d["r0_ohm"] else None
-        t = d["temp_c"][0] if d["temp_c"] else None
+        t = d["cell_temp_c"][k]
         w("%4d  %7s  %7s  %6s  %6s  %6s  %7s\n" % (k, _fmt(d["v"][k]), _fmt(t, "%.1f"),
           _fmt(soc, "%.1f"), _fmt(sig, "%.2f"), _fmt(tc, "%.1f"), _fmt(r0, "%.1f")))
     w("pack: I=%s A  SOC=%s %%  SOH=%s  FET chg=%s dsg=%s\n" % (

@@ -84,6 +84,8 @@ class CellEstimator:
         self.eta_mv = 0.0
         self.run_s = 0.0
         self.bias_mv = 0.0
+        self.out[0] = model.ocv(self.p, soc, temp_c, self.tab)  # the prediction at rest
+        self.out[1] = temp_c
         self.ready = True
 
     def init_from_measurement(self, i_a, v, temp_c):

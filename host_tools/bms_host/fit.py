@@ -52,7 +52,7 @@ LIMITS = {
             "t_discharge_max_c": 60.0, "t_core_max_c": 60.0},
 }
 
-FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst")
+FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps")
 TAU1_RANGE = (0.5, 60.0)
 TAU2_RANGE = (40.0, 4000.0)
 
@@ -831,8 +831,9 @@ def fit_thermal(cases, tables, capacity_ah, opts):
 
     from . import ecm
     runs = []
+    skip = tuple(opts.get("thermal_skip", ()))
     for c in cases:
-        if c.role != "fit":
+        if c.role != "fit" or c.profile in skip:
             continue
         soc = case_soc(c, capacity_ah)
         tcm = c.cols.get("temp_core_c", c.cols["temperature_c"])
@@ -933,7 +934,10 @@ def default_options():
             "kinetic": True, "i0_soc_knots": [0.0, 0.2, 0.5, 0.8, 1.0],
             "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
             "i0_smooth_t": 0.002, "i0_max_nfev": 60,
-            "ls_pocv": False, "profile_weights": {}}
+            "ls_pocv": False, "profile_weights": {},
+            # fit-role profiles left out of the thermal fit: the stepped charge heats by
+            # charge only, where the (unmodelled) reversible heat has the other sign
+            "thermal_skip": ["chgsteps"]}
 
 
 def fit_dataset(folder, ambients=None, opts=None, log=print):

@@ -76,7 +76,7 @@ def configure(parser):
                              "(default -10,0,25,45; --quick: 25)")
     parser.add_argument("--profiles", default=None,
                         help="comma-separated subset of profiles (pocv_dis,pocv_chg,hppc,dst,"
-                             "random,cp,fastcharge)")
+                             "random,cp,fastcharge,chgsteps)")
     parser.add_argument("--quick", action="store_true",
                         help="self-test: one 120 s pulse profile on a coarse mesh")
     parser.add_argument("--aged", action="store_true",
@@ -289,7 +289,11 @@ def run_current_profile(spec, ambient_c, profile, engine=None):
     old = None
     t_prof = 0.0  # profile time at the start of the next block
     reason = "profile complete"
-    for b, block in enumerate(profile["blocks"]):
+    blocks = profile["blocks"]
+    b = -1
+    while b + 1 < len(blocks):
+        b += 1
+        block = blocks[b]
         dur = float(sum(d for d, _ in block["segs"]))
         t_now = 0.0 if old is None else float(old.t[-1])
         inputs = {"on": 1.0, "gate": 1.0, "t_off": t_now - t_prof}
@@ -312,10 +316,11 @@ def run_current_profile(spec, ambient_c, profile, engine=None):
             break
         action = block["on_min"] if term == "min" else block["on_max"]
         what = "lower cut-off" if term == "min" else "upper cut-off"
-        if action == "stop" or b == len(profile["blocks"]) - 1:
+        if action == "stop" or b == len(blocks) - 1:
             reason = "%s reached at %.1f s" % (what, float(sol.t[-1]))
             break
-        # "next": rest to the next grid instant, then continue with the next block
+        # "next"/"last": rest to the next grid instant, then continue with the next block
+        # (or, for "last", the last one)
         notes.append("block %d: %s reached at %.1f s" % (b, what, float(sol.t[-1])))
         sol.termination = "final time"
         t_e = float(sol.t[-1])
@@ -326,6 +331,11 @@ def run_current_profile(spec, ambient_c, profile, engine=None):
             pieces += [(g, rest) for g in got]
             sol = got[-1]
         old = sol
+        if action == "last" and b < len(blocks) - 2:
+            # jump to the last block: skip the blocks in between (profile time too)
+            notes[-1] += ", blocks %d-%d skipped" % (b + 1, len(blocks) - 2)
+            t_prof += sum(float(sum(d for d, _ in bk["segs"])) for bk in blocks[b + 1:-1])
+            b = len(blocks) - 2
     arr = _pieces_to_arrays(pieces, eng)
     return arr, reason, notes
 
@@ -714,8 +724,8 @@ def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manife
             qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache)
     work = [(spec, a, p, q_c20, qr[p["init_soc"]], use_cache) for p, a in tasks]
     # the longest first, so two workers finish together
-    order = {"dst": 0, "hppc": 1, "random": 2, "cp": 3, "fastcharge": 4, "pocv_dis": 5,
-             "pocv_chg": 6}
+    order = {"dst": 0, "hppc": 1, "random": 2, "cp": 3, "chgsteps": 4, "fastcharge": 5,
+             "pocv_dis": 6, "pocv_chg": 7}
     idx = sorted(range(len(work)), key=lambda i: order.get(work[i][2]["name"], 9))
     results = [None] * len(work)
     bar = tqdm(total=len(work), desc="synth %s" % spec["cell"], unit="exp")

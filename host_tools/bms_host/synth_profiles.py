@@ -11,7 +11,9 @@ current (zero-order hold). What happens when a voltage limit is reached inside a
     "next"  the block ends early, the cell rests to the next sample instant, the next
             block starts there (e.g. CC charge to the upper limit, then rest);
     "mute"  the block is re-run from its start with its charge segments set to rest
-            (a regen/charge limiter that refuses charge near full), then continues.
+            (a regen/charge limiter that refuses charge near full), then continues;
+    "last"  as "next", but the profile jumps to its last block (e.g. a stepped charge
+            that ends at the upper limit and finishes with a long rest).
 """
 
 import random
@@ -114,6 +116,28 @@ def fast_charge(c_ah, c_rate=2.0, init_soc=0.1, rest_s=1800):
                      "%d s rest" % (c_rate, init_soc, rest_s))}
 
 
+def charge_steps(c_ah, steps=((0.5, 360), (1.0, 360), (1.5, 240)), rest_s=300,
+                 final_rest_s=1800, cycles=8, init_soc=0.0):
+    """Stepped charge from empty (fit role: pins the charge-side resistances under
+    sustained charge). Kept unlike the held-out fast charge (2C CC from SOC 0.1): no 2C,
+    short blocks, rests between them. The charge block that reaches the upper limit ends
+    there and the profile jumps to the final rest."""
+    blocks = []
+    for _ in range(cycles):
+        for c_rate, dur in steps:
+            blocks.append({"segs": [(dur, -round(c_rate * c_ah, 4))], "on_max": "last",
+                           "on_min": "stop"})
+            blocks.append({"segs": [(rest_s, 0.0)], "on_max": "stop", "on_min": "stop"})
+    blocks.append({"segs": [(final_rest_s, 0.0)], "on_max": "stop", "on_min": "stop"})
+    return {"name": "chgsteps", "role": "fit", "init_soc": init_soc, "dt": 1.0,
+            "mode": "current", "blocks": blocks,
+            "desc": ("stepped charge from empty (the C/20 discharge state): %s, each followed "
+                     "by %d s rest, repeated until the upper cut-off (that block ends there), "
+                     "then %d s rest"
+                     % (", ".join("%gC for %d s" % (c, d) for c, d in steps), rest_s,
+                        final_rest_s))}
+
+
 def quick_pulses(c_ah):
     segs = [(10, 0.0), (20, c_ah), (20, 0.0), (10, -0.5 * c_ah), (20, 0.0), (30, 2 * c_ah),
             (10, 0.0)]
@@ -124,4 +148,4 @@ def quick_pulses(c_ah):
 
 def standard_profiles(c_ah, v_nom):
     return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), dst(c_ah), random_pulses(c_ah),
-            const_power(c_ah, v_nom), fast_charge(c_ah)]
+            const_power(c_ah, v_nom), fast_charge(c_ah), charge_steps(c_ah)]
