@@ -162,7 +162,7 @@ def _held_out_residuals():
 def test_committed_calibration_holds_out_every_other_dynamic_profile():
     cal, res = _held_out_residuals()
     split = cal["provenance"]["split"]
-    assert set(split["fit_profiles"]) == {"pocv_dis", "pocv_chg", "hppc", "dst"}
+    assert set(split["fit_profiles"]) == {"pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps"}
     assert set(split["validation_profiles"]) == {"random", "cp", "fastcharge"}
     assert {n.rsplit("_", 1)[0] for n in res} == {"random", "cp", "fastcharge"}
     assert "i0_a" in cal["tables"] and "r0c_ohm" in cal["tables"]

@@ -130,6 +130,27 @@ def test_fast_charge_heats_core_above_surface(cell):
     assert max(d["voltage_v"]) > manifest(cell)["voltage_limits_v"][1] - 0.01
 
 
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+def test_stepped_charge_is_fit_data_unlike_the_held_out_fast_charge(cell):
+    man = manifest(cell)
+    q_nom = man["nominal_capacity_ah"]
+    vmax = man["voltage_limits_v"][1]
+    steps = [f for f in man["files"] if f["profile"] == "chgsteps"]
+    if not steps:
+        pytest.skip("no chgsteps traces in data/%s" % cell)
+    assert {f["ambient_c"] for f in steps} == set(man["ambients_c"])
+    for f in steps:
+        assert f["role"] == "fit"
+        d = load(DATA / cell / f["file"])
+        i = d["current_a"]
+        assert max(i) <= 0.0, "%s: charge and rest only" % f["file"]
+        # never the held-out 2C: 0.5C, 1C and 1.5C blocks only
+        assert {round(-x / q_nom, 3) for x in i if x < 0} <= {0.5, 1.0, 1.5}, f["file"]
+        assert max(d["voltage_v"]) > vmax - 0.01, "%s never reaches the upper limit" % f["file"]
+        # ends on the 30 min rest after the limit
+        assert all(x == 0.0 for x in i[-1800:]), f["file"]
+
+
 def test_pocv_capacity_close_to_nominal():
     man = manifest("lgm50")
     q = man["c20_capacity_25c_ah"]

@@ -831,9 +831,9 @@ def fit_thermal(cases, tables, capacity_ah, opts):
 
     from . import ecm
     runs = []
-    skip = tuple(opts.get("thermal_skip", ()))
+    tw = opts.get("thermal_weights", {})
     for c in cases:
-        if c.role != "fit" or c.profile in skip:
+        if c.role != "fit" or tw.get(c.profile, 1.0) <= 0.0:
             continue
         soc = case_soc(c, capacity_ah)
         tcm = c.cols.get("temp_core_c", c.cols["temperature_c"])
@@ -858,7 +858,7 @@ def fit_thermal(cases, tables, capacity_ah, opts):
                                temp_core_c=tcm)
             q2[1:] = c.cols["current_a"][1:] * sim["v2"][:-1]
         sel = np.arange(0, len(soc), max(1, len(soc) // 4000))
-        runs.append((c, heat, q2, sel))
+        runs.append((c, heat, q2, sel, math.sqrt(tw.get(c.profile, 1.0) / len(sel))))
     names = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
     fit_k2 = bool(opts.get("fit_heat_v2", True))
     x0 = np.log([70.0, 5.0, 2.0, 10.0])
@@ -870,13 +870,12 @@ def fit_thermal(cases, tables, capacity_ah, opts):
         th = dict(zip(names, np.exp(x[:4]), strict=True))
         k2 = x[4] if fit_k2 else 1.0
         out = []
-        for c, q0, q2, sel in runs:
+        for c, q0, q2, sel, w in runs:
             q = q0 - (1.0 - k2) * q2
             ts_m = c.cols["temperature_c"]
             tc_m = c.cols.get("temp_core_c")
             tc, ts = ecm.simulate_thermal(c.cols["time_s"], q, c.cols["ambient_c"], th,
                                           tc_m[0] if tc_m is not None else ts_m[0], ts_m[0])
-            w = 1.0 / math.sqrt(len(sel))
             out.append((ts[sel] - ts_m[sel]) * w)
             if tc_m is not None and w_core > 0:
                 out.append((tc[sel] - tc_m[sel]) * w * w_core)
@@ -935,9 +934,10 @@ def default_options():
             "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
             "i0_smooth_t": 0.002, "i0_max_nfev": 60,
             "ls_pocv": False, "profile_weights": {},
-            # fit-role profiles left out of the thermal fit: the stepped charge heats by
-            # charge only, where the (unmodelled) reversible heat has the other sign
-            "thermal_skip": ["chgsteps"]}
+            # weight of a fit-role profile in the thermal fit (default 1, 0 = left out):
+            # the stepped charge heats by charge only, where the unmodelled reversible heat
+            # has the other sign, so it would bend the network towards charge
+            "thermal_weights": {"chgsteps": 0.0}}
 
 
 def fit_dataset(folder, ambients=None, opts=None, log=print):
