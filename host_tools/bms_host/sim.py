@@ -75,8 +75,21 @@ class SimDevice:
             env["BMS_SIM_CALIBRATION"] = self.calibration
         return env
 
+    def _drain(self):
+        """Drop what the host sent to the dead interpreter (a stray Ctrl-D from an
+        interrupted command would end the next one at its first prompt)."""
+        os.set_blocking(self.master, False)
+        try:
+            while os.read(self.master, 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.set_blocking(self.master, True)
+
     def boot(self):
         """(Re)start the interpreter: the board powering up."""
+        self._drain()
         self.proc = subprocess.Popen(
             [micropython_binary(), "-X", "heapsize=%s" % HEAP, "-i", "-c", "import sim.boot"],
             stdin=self.master, stdout=self.master, stderr=self.master,
