@@ -47,9 +47,17 @@ def run(args):
     if cli_main(["synth", "--cell", args.cell, "--out", data_dir]) != 0:
         raise UserError("synth failed")
     del synth
-    _step("fit: ECM + thermal calibration")
-    if cli_main(["fit", data_dir, "--out", cal, "--report", os.path.join(args.out, "report")]):
-        raise UserError("fit failed")
+    key = _fit_key(data_dir)
+    key_file = cal + ".key"
+    if os.path.isfile(cal) and os.path.isfile(key_file) and open(key_file).read() == key:
+        _step("fit: ECM + thermal calibration (cached: same data and fit code)")
+    else:
+        _step("fit: ECM + thermal calibration")
+        if cli_main(["fit", data_dir, "--out", cal, "--report",
+                     os.path.join(args.out, "report")]):
+            raise UserError("fit failed")
+        with open(key_file, "w") as f:
+            f.write(key)
     if not os.path.isfile(trace):
         raise UserError("drive cycle %s does not exist" % trace)
 
@@ -93,6 +101,19 @@ def run(args):
     print(table)
     print("plot: %s\ndemo done in %.0f s" % (png, time.time() - t0))
     return 0
+
+
+def _fit_key(data_dir):
+    """Hash of what the fit depends on: the dataset and the fit and model code."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(REPO.glob("data/*/manifest.json")) + [
+            REPO / "host_tools" / "bms_host" / n for n in ("fit.py", "ecm.py")] + [
+            REPO / "device" / "bms" / n for n in ("model.py", "calfile.py")]:
+        if str(path).startswith(str(data_dir)) or path.suffix == ".py":
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _truth(trace):
