@@ -179,8 +179,16 @@ def test_unplugged_current_sensor_opens_both_fets_within_one_tick(tmp_path, samp
             d.exec("bms.app.sim.inject('unplug_current')\nbms.app.run_virtual(0.01)")
             assert _fets(d) == (False, False)
             assert "CUR_MISSING" in d.eval("bms.status(False)['faults']")
-            # Plugged back, it stays latched until a person resets it.
+            # Plugged back, it stays latched until a person resets it, also across a
+            # hot-reloaded calibration; the cells keep their SOC through the reload.
             d.exec("bms.app.sim.inject('plug_current')\nbms.run(1)")
+            assert _fets(d) == (False, False)
+            soc = d.eval("bms.app.cells[0].soc()")
+        push(sim.port, str(LGM50))
+        with Device(sim.port) as d:
+            d.exec("import bms")
+            assert d.eval("bms.app.cells[0].soc()") == soc  # carried, not re-booted
+            d.exec("bms.run(1)")
             assert _fets(d) == (False, False)
             d.exec("bms.reset_faults()\nbms.run(0.02)")
             assert _fets(d) == (True, True)

@@ -98,13 +98,22 @@ class App:
     def _apply_calibration(self):
         cal = self.store.cal
         chem = cal["cell"]["chemistry"] if cal else "nmc"
+        old_p, old_cells = self.protection, self.cells
         self.protection = protection.Protection(protection.build_config(cal, None, chem),
                                                 self.log)
+        if old_p is not None:
+            _carry_latches(old_p, self.protection)
         self.cells = []
         if cal is not None:
             b = backends.make(self.backend_name)
             self.cells = [estimator.CellEstimator(cal, b) for _ in range(self.n)]
             self._cell_ms = [None] * self.n
+            # A new calibration changes the model, not the charge in the cells: keep
+            # each cell's SOC (with a sigma no smaller than 3 %) and core temperature.
+            for k in range(min(len(old_cells), self.n)):
+                o = old_cells[k]
+                if o.ready:
+                    self.cells[k].init(o.soc(), o.temp_core_c(), max(o.soc_sigma(), 0.03))
 
     def start_telemetry(self, period_s=5, mqtt=None, serial=False, key=None):
         """Records every period_s: JSON lines on the console and/or MQTT. A calibration
@@ -339,6 +348,20 @@ class App:
         for line in sorted(r):
             print("%-13s %s" % (line, r[line]))
         return r
+
+
+def _carry_latches(old, new):
+    """A hot-reloaded calibration must not clear a latched fault: only a person does."""
+    for k in range(len(new.conditions)):  # same SPEC, same order
+        c_old, c_new = old.conditions[k], new.conditions[k]
+        if c_old.state == protection.LATCHED:
+            c_new.state = protection.LATCHED
+            new.active.add(c_new.code)
+    new._sns_latched = old._sns_latched
+    for k in range(len(new._sns_codes)):
+        if old._sns_latched & (1 << k):
+            new.active.add(new._sns_codes[k])
+    new._outputs()
 
 
 def _fmt(x, f="%.3f"):
