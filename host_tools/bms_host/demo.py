@@ -30,7 +30,6 @@ def _step(title):
 def run(args):
     from tqdm import tqdm
 
-    from . import synth
     from .cli import main as cli_main
     from .device import Device
     from .evaluate import soc_table_arrays
@@ -46,7 +45,6 @@ def run(args):
     _step("synth: PyBaMM DFN traces for %s (cached)" % args.cell)
     if cli_main(["synth", "--cell", args.cell, "--out", data_dir]) != 0:
         raise UserError("synth failed")
-    del synth
     key = _fit_key(data_dir)
     key_file = cal + ".key"
     if os.path.isfile(cal) and os.path.isfile(key_file) and open(key_file).read() == key:

@@ -12,7 +12,7 @@ import tempfile
 import time
 import tty
 
-from . import REPO, UserError
+from . import UserError
 from .mpy import micropython_binary, micropython_env
 
 HEAP = "16M"  # room for a long drive cycle; a board has far less, but no trace
@@ -177,6 +177,3 @@ def run(args):
     finally:
         sim.stop()
     return 0
-
-
-__all__ = ["SimDevice", "REPO"]
