@@ -27,20 +27,6 @@ MIN_RECORDS = 60
 
 # ---- model pieces, vectorised over records (same equations as device/bms/model.py)
 
-def _interp2(table, soc_grid, temp_grid, soc, temp):
-    import numpy as np
-
-    rows = np.array([np.interp(soc, soc_grid, row) for row in table])  # n_temp x N
-    if len(temp_grid) == 1:
-        return rows[0]
-    g = np.asarray(temp_grid, float)
-    t = np.clip(temp, g[0], g[-1])
-    j = np.clip(np.searchsorted(g, t, side="right") - 1, 0, len(g) - 2)
-    w = (t - g[j]) / (g[j + 1] - g[j])
-    k = np.arange(len(t))
-    return rows[j, k] * (1.0 - w) + rows[j + 1, k] * w
-
-
 class Segment:
     """One boot's records for one cell, in sequence order."""
 
@@ -61,25 +47,15 @@ class Segment:
 
 class CellModel:
     def __init__(self, cal):
-        import numpy as np
+        from .ecm import Tables
 
-        tab = cal["tables"]
-        self.soc_grid = np.asarray(tab["soc"], float)
-        self.temp_grid = np.asarray(tab["temp_c"], float)
-        self.tab = tab
+        # ecm.Tables: the device's tables with its defaults for r0c, r2c and i0
+        self.tables = Tables.from_cal(cal)
         self.cap_ah = float(cal["cell"]["capacity_ah"])
         self.th = dict(cal["thermal"])
 
     def lookup(self, name, soc, temp):
-        import numpy as np
-
-        if name == "r0c_ohm" and name not in self.tab:
-            name = "r0_ohm"
-        if name == "r2c_ohm" and name not in self.tab:
-            name = "r2_ohm"
-        if name == "i0_a" and name not in self.tab:
-            return np.full(len(soc), 1e6)
-        return _interp2(self.tab[name], self.soc_grid, self.temp_grid, soc, temp)
+        return self.tables.lookup(name, soc, temp)
 
     def core_temp(self, seg, heat_w, c_scale=1.0):
         # core node: C_core dTc/dt = Q - (Tc - Ts)/R_cs, backward Euler with measured Ts
@@ -94,6 +70,8 @@ class CellModel:
     def parts(self, seg, soc0, cap_ah, tc):
         """(v without the R0 drop, R0 * i) per record, for one segment."""
         import numpy as np
+
+        from .ecm import kinetic_np
 
         soc = soc0 - np.cumsum(seg.i * seg.dt) / (cap_ah * 3600.0)
         soc_prev = np.concatenate(([soc0], soc[:-1]))
@@ -121,8 +99,7 @@ class CellModel:
         v2 = np.asarray(v2)
         r0 = np.where(seg.i >= 0, self.lookup("r0_ohm", soc, tc),
                       self.lookup("r0c_ohm", soc, tc))
-        kb = 2.0 * 8.314462618 / 96485.33212
-        kin = kb * (tc + 273.15) * np.arcsinh(seg.i / (2.0 * self.lookup("i0_a", soc, tc)))
+        kin = kinetic_np(seg.i, self.lookup("i0_a", soc, tc), tc)
         base = self.lookup("ocv_v", soc, tc) - v1 - v2 - kin
         # the loss that heats the cell, less the R0 part: i * (v1 + kinetic) + k2 * i * v2
         k2 = float(self.th.get("heat_v2_fraction", 1.0))
