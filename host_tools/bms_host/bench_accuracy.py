@@ -29,6 +29,7 @@ import time
 import zlib
 
 from . import CALIBRATION_DIR, REPO, use_device_code
+from .evaluate import soc_metrics
 
 DATA_DIR = REPO / "data" / "lgm50"
 CAL_PATH = CALIBRATION_DIR / "lgm50.json"
@@ -208,21 +209,6 @@ def ocv_lookup(cal, meas):
     for k in range(len(v)):
         c = np.maximum.accumulate(curves[k])
         out[k] = np.interp(v[k], c, sg)
-    return out
-
-
-def soc_metrics(soc, sig, truth, keep):
-    import numpy as np
-
-    err = soc[keep] - truth[keep]
-    ok = np.isfinite(err)
-    if not ok.all():
-        return {"rmse": float("nan"), "max": float("nan"), "cover": float("nan")}
-    out = {"rmse": 100 * float(np.sqrt(np.mean(err ** 2))),
-           "max": 100 * float(np.max(np.abs(err))),
-           "bias": 100 * float(np.mean(err))}
-    if sig is not None:
-        out["cover"] = 100 * float(np.mean(np.abs(err) <= 3 * sig[keep]))
     return out
 
 

@@ -2,30 +2,29 @@
 import numpy as np
 
 
-def load_csv(path):
-    data = np.genfromtxt(path, delimiter=",", names=True)
-    return {k: data[k] for k in data.dtype.names}
-
-
-def soc_metrics(t, soc, sigma, truth, skip_s=300.0):
-    t, soc, sigma, truth = (np.asarray(a, dtype=float) for a in (t, soc, sigma, truth))
-    keep = t - t[0] >= skip_s
+def soc_metrics(soc, sig, truth, keep):
+    """SOC error in %: rmse, max, bias, and the 3-sigma coverage (when sig is given),
+    over the samples selected by keep; NaN when an estimate went non-finite."""
     err = soc[keep] - truth[keep]
-    return {
-        "rmse_pct": 100 * float(np.sqrt(np.mean(err ** 2))),
-        "max_pct": 100 * float(np.max(np.abs(err))),
-        "coverage_3sigma": float(np.mean(np.abs(err) <= 3 * sigma[keep])),
-    }
+    if not np.isfinite(err).all():
+        return {"rmse": float("nan"), "max": float("nan"), "cover": float("nan")}
+    out = {"rmse": 100 * float(np.sqrt(np.mean(err ** 2))),
+           "max": 100 * float(np.max(np.abs(err))),
+           "bias": 100 * float(np.mean(err))}
+    if sig is not None:
+        out["cover"] = 100 * float(np.mean(np.abs(err) <= 3 * sig[keep]))
+    return out
 
 
-def soc_table_arrays(t, soc, sigma, truth, png=None):
-    m = soc_metrics(t, soc, sigma, truth)
+def soc_table_arrays(t, soc, sigma, truth, png=None, skip_s=300.0):
+    t, soc, sigma, truth = (np.asarray(a, dtype=float) for a in (t, soc, sigma, truth))
+    m = soc_metrics(soc, sigma, truth, t - t[0] >= skip_s)
     if png:
-        plot(np.asarray(t), np.asarray(soc), np.asarray(sigma), np.asarray(truth), png)
+        plot(t, soc, sigma, truth, png)
     return ("| SOC RMSE % | max error % | 3-sigma coverage |\n|---|---|---|\n"
-            + "| %.2f | %.2f | %.1f %% |" % (m["rmse_pct"], m["max_pct"],
-                                            100 * m["coverage_3sigma"])
-            + "\n(after the first 300 s; the filter started from its own boot estimate)")
+            + "| %.2f | %.2f | %.1f %% |" % (m["rmse"], m["max"], m["cover"])
+            + "\n(after the first %d s; the filter started from its own boot estimate)"
+            % skip_s)
 
 
 def plot(t, soc, sigma, truth, png):
