@@ -3,7 +3,7 @@
 from array import array
 
 from bms import calfile, model
-from drivers import ntc, sim_i2c
+from drivers import sim_i2c
 from pico import board as pico
 
 AMBIENT_C = 25.0
@@ -125,7 +125,6 @@ class SimBoard:
             self.ads.append(a)
         self.n_ntc = 2 if cells > 1 else 1
         self._ntc_x = [0.5] * self.n_ntc
-        self._ntc_model = ntc.Ntc(None, ntc.Beta())
         reads = [self._reader(k) for k in range(self.n_ntc)]
         self.board = pico.build(self.i2c, reads, lambda x, hi: SimPin(0 if hi else 1),
                                 {"series_cells": cells, "n_ntc": self.n_ntc})
@@ -157,7 +156,7 @@ class SimBoard:
     # -- fault injection ---------------------------------------------------------
     def inject(self, kind, channel=0, value=None):
         """kind: 'unplug_current', 'plug_current', 'overvoltage' (cell channel, volts),
-        'temp_open' (sensor channel), 'stuck_current', 'clear'."""
+        'temp_open' (sensor channel), 'clear'."""
         if kind == "unplug_current":
             self.i2c.unplug(0x40)
         elif kind == "plug_current":
@@ -202,25 +201,26 @@ class SimBoard:
     def _write(self):
         p = self.plant
         self.ina.set_current_a(p.current_a)
+        b = self.board
         stack = 0.0
-        ratios = [(k + 1) * 4.5 / 4.0 for k in range(self.cells)]
         for k in range(self.cells):
             v = self.faults.get("ov%d" % k, p.v[k])
             stack += v
-            self.ads[k // 4].set_input_v(k % 4, stack / ratios[k])
+            # through the board's own divider on tap k, as its driver will scale it back
+            self.ads[k // 4].set_input_v(k % 4, stack / b.taps[k].ratio)
         self.ina.set_bus_v(stack)
         for j in range(self.n_ntc):
             # each NTC sits on the cells it serves; it reads their mean surface temperature
             ts = 0.0
             n = 0
             for k in range(self.cells):
-                if k * self.n_ntc // self.cells == j:
+                if b.cell_temp[k] == j:
                     ts += p.cells[k].ts
                     n += 1
             t = ts / n if n else p.ambient_c
             if t != t:
                 t = p.ambient_c
-            self._ntc_x[j] = self._ntc_model.ratio_for(t)
+            self._ntc_x[j] = b.temps[j].ratio_for(t)
 
     def ambient_c(self):
         return self.plant.ambient_c

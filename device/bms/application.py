@@ -102,7 +102,7 @@ class App:
         self.protection = protection.Protection(protection.build_config(cal, None, chem),
                                                 self.log)
         if old_p is not None:
-            _carry_latches(old_p, self.protection)
+            self.protection.inherit_latches(old_p)
         self.cells = []
         if cal is not None:
             b = backends.make(self.backend_name)
@@ -348,20 +348,6 @@ class App:
         for line in sorted(r):
             print("%-13s %s" % (line, r[line]))
         return r
-
-
-def _carry_latches(old, new):
-    """A hot-reloaded calibration must not clear a latched fault: only a person does."""
-    for k in range(len(new.conditions)):  # same SPEC, same order
-        c_old, c_new = old.conditions[k], new.conditions[k]
-        if c_old.state == protection.LATCHED:
-            c_new.state = protection.LATCHED
-            new.active.add(c_new.code)
-    new._sns_latched = old._sns_latched
-    for k in range(len(new._sns_codes)):
-        if old._sns_latched & (1 << k):
-            new.active.add(new._sns_codes[k])
-    new._outputs()
 
 
 def _fmt(x, f="%.3f"):

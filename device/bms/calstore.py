@@ -101,11 +101,12 @@ class CalStore:
 
     def install_file(self, path):
         """Install from a file (e.g. uploaded by bms-host push); the upload is removed."""
+        full = path if path.startswith("/") else self._p(path)
         try:
-            text = _read(self._p(path) if not path.startswith("/") else path)
+            text = _read(full)
         except OSError:
             raise calfile.CalibrationError("calibration: uploaded file %s is missing" % path)
         try:
             return self.install_text(text)
         finally:
-            _remove(self._p(path) if not path.startswith("/") else path)
+            _remove(full)

@@ -363,6 +363,19 @@ class Protection:
         self._outputs()
         return sorted(self.active)
 
+    def inherit_latches(self, old):
+        """Take over old's latched faults (a new config must not clear them: only a
+        person does, with reset_faults())."""
+        for k in range(len(self.conditions)):  # same SPEC, same order
+            if old.conditions[k].state == LATCHED:
+                self.conditions[k].state = LATCHED
+                self.active.add(self.conditions[k].code)
+        self._sns_latched = old._sns_latched
+        for k in range(len(self._sns_codes)):
+            if self._sns_latched & (1 << k):
+                self.active.add(self._sns_codes[k])
+        self._outputs()
+
     def states(self):
         """{code: state name} of every condition, for status and diagnostics."""
         d = {}

@@ -317,3 +317,25 @@ def test_a_sample_without_thermometers_is_a_sensor_fault():
     s = _sample(n_t=0)
     _run(p, s, 0, 0)
     assert "TEMP_MISSING" in p.active and not p.charge_fet_on and not p.discharge_fet_on
+
+
+def test_new_config_inherits_latched_faults():
+    p, log = _prot()
+    s = _sample()
+    _run(p, s, 0, 100)
+    s.cell_v[0] = 4.22
+    _run(p, s, 110, 1200)
+    s.current_st = sensors.MISSING
+    _run(p, s, 1210, 1210)
+    q = protection.Protection(protection.build_config(CAL), log)
+    q.inherit_latches(p)
+    assert "OV" in q.active and "CUR_MISSING" in q.active
+    assert not q.charge_fet_on and not q.discharge_fet_on
+    s.cell_v[0] = 3.7
+    s.current_st = 0
+    _run(p, s, 1220, 1300)
+    _run(q, s, 1220, 1300)
+    assert not q.charge_fet_on  # still latched until a person resets
+    assert q.reset_faults(1310) == []
+    _run(q, s, 1320, 1320)
+    assert q.charge_fet_on and q.discharge_fet_on
