@@ -106,11 +106,13 @@ def _fit_key(data_dir):
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted(REPO.glob("data/*/manifest.json")) + [
-            REPO / "host_tools" / "bms_host" / n for n in ("fit.py", "ecm.py")] + [
-            REPO / "device" / "bms" / n for n in ("model.py", "calfile.py")]:
-        if str(path).startswith(str(data_dir)) or path.suffix == ".py":
-            h.update(path.read_bytes())
+    for path in (os.path.join(data_dir, "manifest.json"),  # holds every CSV's hash
+                 REPO / "host_tools" / "bms_host" / "fit.py",
+                 REPO / "host_tools" / "bms_host" / "ecm.py",
+                 REPO / "device" / "bms" / "model.py",
+                 REPO / "device" / "bms" / "calfile.py"):
+        with open(path, "rb") as f:
+            h.update(f.read())
     return h.hexdigest()
 
 
