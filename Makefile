@@ -11,7 +11,10 @@ export MPLBACKEND := Agg
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+NATIVE_SRC := $(wildcard device/native/bms_native/*.c device/native/bms_native/*.h)
+
+# the C sources too: the host's native backend must be rebuilt when the C core changes
+$(STAMP): pyproject.toml setup.py $(NATIVE_SRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -45,6 +45,12 @@ def _with_r2c_k2(cal):
     return cal
 
 
+def _with_diffusion(cal):
+    """Plus a diffusion shift large enough to move the voltage by tens of mV."""
+    cal["diffusion"] = {"shift_per_a": 0.01, "tau_s": 60.0, "activation_k": 3000.0}
+    return cal
+
+
 def _block(p, cal, k):
     ns, nt = len(cal["tables"]["soc"]), len(cal["tables"]["temp_c"])
     o = model.HEADER + ns + nt + k * ns * nt
@@ -52,7 +58,7 @@ def _block(p, cal, k):
 
 
 def test_ecm_equals_device_simulator():
-    cal = _with_r2c_k2(_with_i0(calsample.calibration()))
+    cal = _with_diffusion(_with_r2c_k2(_with_i0(calsample.calibration())))
     # a cold start so the core temperature crosses the 0 and 25 degC grid points
     cal["thermal"]["c_core_j_per_k"] = 20.0
     tb = ecm.Tables.from_cal(cal)
@@ -68,6 +74,13 @@ def test_ecm_equals_device_simulator():
     assert np.max(np.abs(r["temp_surface_c"] - ts)) < 1e-9
     assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
     assert p[model.HEAT_V2] == 0.35
+    assert p[model.SHIFT_GAIN] == 0.01 and p[model.SHIFT_E] == 3000.0
+    # the diffusion shift matters; without it the OCV is read at the SOC itself
+    del cal["diffusion"]
+    nod = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)
+    assert np.max(np.abs(nod["voltage_v"] - v)) > 5e-3
+    assert np.max(np.abs(nod["temp_core_c"] - tc)) < 1e-9   # and it is not heat
+    assert model.pack(cal)[model.SHIFT_GAIN] == 0.0
     # r2c and k2 matter; without them the model is R2 both ways and k2 = 1
     del cal["tables"]["r2c_ohm"]
     del cal["thermal"]["heat_v2_fraction"]

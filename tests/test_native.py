@@ -85,6 +85,8 @@ def run(backend, cal, rows):
     out = b.alloc([0.0] * 5)
     soc, status, last = [], [], None
     for i, ta, v, ts, _ in rows:
+        # the diffusion shift is the step's input, advanced as the estimator does it
+        model.shift_update(p, i, float(x[3]), 1.0)
         st = b.step(x, P, p, cfg, i, ta, 1.0, v, ts, out)
         status.append(st)
         soc.append(x[0] / 100.0)
@@ -240,8 +242,9 @@ def test_nan_in_state_or_table_never_spreads():
     a = args()
     p = list(a[2])
     ns, nt = int(p[model.N_SOC]), int(p[model.N_TEMP])
-    # the last tau2 entry (tau2 is used in both current directions)
-    p[model.HEADER + ns + nt + (model.TAU2 + 1) * ns * nt - 1] = float("nan")
+    # tau2 at the last SOC point, every temperature (tau2 is used in both directions)
+    for j in range(nt):
+        p[model.HEADER + ns + nt + model.TAU2 * ns * nt + j * ns + ns - 1] = float("nan")
     a[2] = array("f", p)
     a[0][0] = 100.0  # look up at the corner that holds it
     x0 = list(a[0])

@@ -54,7 +54,7 @@ def test_manifest_hashes_and_size(cell):
         assert hashlib.sha256(data).hexdigest() == f["sha256"], f["file"]
         h.update(f["file"].encode() + b"\0" + f["sha256"].encode() + b"\n")
     assert h.hexdigest() == man["dataset_sha256"]
-    assert total < 9e6, "%s is %.1f MB" % (cell, total / 1e6)
+    assert total < 10e6, "%s is %.1f MB" % (cell, total / 1e6)
     on_disk = {p.name for p in (DATA / cell).glob("*.csv")}
     assert on_disk == {f["file"] for f in man["files"]}
 
@@ -100,9 +100,12 @@ def test_sampling_is_one_second_for_dynamic(cell):
         if f["profile"].startswith("pocv"):
             assert f["sample_s"] >= 30
             continue
+        # 1 s for dynamic profiles; the rate test's slow CC legs and rests take 5 s
+        dt = 5.0 if f["profile"] == "rate" else 1.0
+        assert f["sample_s"] == dt, f["file"]
         t = load(DATA / cell / f["file"])["time_s"]
         steps = [t[k] - t[k - 1] for k in range(1, len(t))]
-        off_grid = sum(1 for s in steps if abs(s - 1.0) > 1e-6)
+        off_grid = sum(1 for s in steps if abs(s - dt) > 1e-6)
         assert off_grid <= 4 * (1 + len(f["notes"])), "%s: %d off-grid" % (f["file"], off_grid)
 
 

@@ -69,6 +69,7 @@ def replay(be, cal, nsteps=NSTEPS, seed=1, cfg=None, dt_s=1.0):
             ts = float("nan")
         if k == 1500:
             v += 0.3                               # a glitch: the gate must clip it
+        model.shift_update(p, i, float(x[ukf.TC]), dt_s)   # the step's input, as in estimator
         st = be.step(x, P, p, c, i, ta, dt_s, v, ts, out)
         assert st == ukf.OK, (k, st)
         socs.append(float(x[ukf.SOC]) / 100.0)

@@ -38,6 +38,9 @@ def calibration(capacity_ah=5.0):
         },
         "thermal": {"c_core_j_per_k": 70.0, "c_surf_j_per_k": 5.0,
                     "r_core_surf_k_per_w": 2.35, "r_surf_amb_k_per_w": 12.0},
+        # solid diffusion: 1 % SOC of shift per C at 25 degC, 100 s lag
+        "diffusion": {"shift_per_a": 0.01 / capacity_ah, "tau_s": 100.0,
+                      "activation_k": 3600.0},
     }
 
 

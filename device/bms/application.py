@@ -113,7 +113,8 @@ class App:
             for k in range(min(len(old_cells), self.n)):
                 o = old_cells[k]
                 if o.ready:
-                    self.cells[k].init(o.soc(), o.temp_core_c(), max(o.soc_sigma(), 0.03))
+                    self.cells[k].init(o.soc(), o.temp_core_c(), max(o.soc_sigma(), 0.03),
+                                       False)
 
     def start_telemetry(self, period_s=5, mqtt=None, serial=False, key=None):
         """Records every period_s: JSON lines on the console and/or MQTT. A calibration

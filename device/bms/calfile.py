@@ -31,6 +31,9 @@ LIMITS = ("v_min", "v_max", "i_discharge_max_a", "i_charge_max_a", "t_charge_min
 THERMAL = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
 # Optional thermal keys within [0, 1]: the fraction of i*v2 (slow RC) counted as heat.
 THERMAL_FRACTIONS = ("heat_v2_fraction",)
+# Optional solid-diffusion term (model.py): OCV read at a SOC shifted by a lag of the
+# current. Each key: (lowest, highest) accepted value.
+DIFFUSION = {"shift_per_a": (0.0, 0.1), "tau_s": (1.0, 1e5), "activation_k": (0.0, 2e4)}
 
 
 class CalibrationError(ValueError):
@@ -167,6 +170,17 @@ def validate(cal, series_cells=None):
             if not _num(v) or v < 0 or v > 1:
                 raise CalibrationError("calibration: field 'thermal.%s' must be a number "
                                        "from 0 to 1" % k)
+
+    if "diffusion" in cal:
+        dif = cal["diffusion"]
+        if not isinstance(dif, dict):
+            raise CalibrationError("calibration: field 'diffusion' must be an object")
+        for k in DIFFUSION:
+            v = _need(dif, k, "diffusion.")
+            lo, hi = DIFFUSION[k]
+            if not _num(v) or v < lo or v > hi:
+                raise CalibrationError("calibration: field 'diffusion.%s' must be a number "
+                                       "from %g to %g" % (k, lo, hi))
 
     if series_cells is not None and "pack" in cal:
         n = _need(cal["pack"], "series_cells", "pack.")

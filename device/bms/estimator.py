@@ -9,6 +9,12 @@ SIGMA_SOC_REST = 5.0      # SOC from OCV at rest
 SIGMA_SOC_LOADED = 15.0   # SOC from a loaded voltage
 SIGMA_SOC_GIVEN = 25.0    # a start value given by a person: trust it little
 SIGMA0 = (None, 10.0, 10.0, 2.0, 1.0, 5.0)
+# The RC voltages of a rested cell are known to be ~0. A wide start lets the large first
+# innovations of a wrong SOC leak into them, and their slow return then drags the SOC
+# by up to 3 % for minutes after it converged.
+SIGMA_RC_REST = 1.0
+SOC_LO_PCT = 0.0          # the SOC estimate is kept inside the OCV table's range
+SOC_HI_PCT = 100.0
 
 # Noise schedule, set into the filter's cfg before every step (cfg is data: every
 # backend reads it each step). A cell model is worst at high current and in the cold,
@@ -65,7 +71,9 @@ class CellEstimator:
         self.i_chg = [0.0] * len(sop.HORIZONS_S)
 
     # -- start-up -------------------------------------------------------------
-    def init(self, soc, temp_c, soc_sigma=None):
+    def init(self, soc, temp_c, soc_sigma=None, rested=True):
+        """Start the filter at soc (fraction) and temp_c; rested: the cell has been at
+        rest (the RC voltages are ~0), else they are uncertain."""
         x, P, n = self.x, self.P, ukf.NX
         for k in range(n * n):
             P[k] = 0.0
@@ -75,8 +83,11 @@ class CellEstimator:
         x[ukf.TC] = temp_c
         x[ukf.TS] = temp_c
         x[ukf.BIAS] = 0.0
+        self.p[model.SHIFT] = 0.0
         sig = list(SIGMA0)
         sig[0] = (soc_sigma * 100.0) if soc_sigma is not None else SIGMA_SOC_GIVEN
+        if rested:
+            sig[ukf.V1] = sig[ukf.V2] = SIGMA_RC_REST
         for k in range(n):
             P[k * n + k] = sig[k] * sig[k]
         self.cfg[10] = self.cfg0[10]
@@ -94,7 +105,7 @@ class CellEstimator:
         r0 = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
         soc = model.soc_from_ocv(self.p, v + r0 * i_a, temp_c, self.tab)
         rest = abs(i_a) < 0.05 * self.nominal_ah
-        self.init(soc, temp_c, (SIGMA_SOC_REST if rest else SIGMA_SOC_LOADED) / 100.0)
+        self.init(soc, temp_c, (SIGMA_SOC_REST if rest else SIGMA_SOC_LOADED) / 100.0, rest)
 
     # -- the estimator tick ---------------------------------------------------
     def step(self, i_a, v_meas, ts_meas, ta_c, dt_s):
@@ -123,6 +134,8 @@ class CellEstimator:
         cfg[10] = base + extra
         self.p[model.R0_SCALE] = self.r0_feed()
         self.p[model.CAP_AS] = self.capacity_ah() * 3600.0
+        # the diffusion shift is an input of the filter step (see model.py)
+        model.shift_update(self.p, i_a - self.x[ukf.BIAS] / 1000.0, self.x[ukf.TC], dt_s)
         soc_before = self.x[ukf.SOC]
         st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
                                ts_meas, self.out)
@@ -131,9 +144,17 @@ class CellEstimator:
             self.errors += 1
             t = self.x[ukf.TS] if self.x[ukf.TS] == self.x[ukf.TS] else ta_c
             s = soc_before / 100.0 if soc_before == soc_before else 0.5
-            self.init(s, t, SIGMA_SOC_LOADED / 100.0)
+            self.init(s, t, SIGMA_SOC_LOADED / 100.0, False)
             return st
         self.run_s += dt_s
+        # Project the SOC back into the calibrated range: beyond its ends the OCV table is
+        # flat (clamped), the voltage says nothing, and a full cell's estimate would drift
+        # above 100 % under load and stay there.
+        s = self.x[ukf.SOC]
+        if s > SOC_HI_PCT:
+            self.x[ukf.SOC] = SOC_HI_PCT
+        elif s < SOC_LO_PCT:
+            self.x[ukf.SOC] = SOC_LO_PCT
         base = cfg[10] - extra
         self.rv_base = base if base > f0 * f0 else f0 * f0
         self.ah += i_a * dt_s / 3600.0

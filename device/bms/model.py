@@ -8,6 +8,15 @@
 # concentration overpotential is largely not dissipated in the cell's core). The surface
 # node is fast (a few seconds), so it is integrated with backward Euler (stable for any dt).
 #
+# Solid diffusion: under a sustained current the particles' surfaces run ahead of their
+# average, so the cell shows the OCV of a shifted SOC. The model reads OCV at soc - d,
+# where d (SOC fraction) lags the current: d' = (g*i - d) / tau, g and tau growing as
+# exp(E (1/T - 1/298.15)) at low core temperature T (diffusion slows in the cold). Unlike
+# an RC voltage, the shift follows the OCV's shape (large on the steep ends, small on the
+# plateaus) and is not dissipated as heat. d depends only on the current and the core
+# temperature, so it is an input of the filter, not a state: the estimator advances it
+# with shift_update before each filter step and the backends read it from p[SHIFT].
+#
 # Discrete time, zero-order hold: the current of sample k is applied over (t_{k-1}, t_k].
 #
 # Parameters travel as one flat float array so that the python, ulab and C backends
@@ -15,6 +24,9 @@
 #   [0] n_soc  [1] n_temp  [2] capacity_as  [3] c_core  [4] c_surf  [5] r_cs  [6] r_sa
 #   [7] r0_scale (online resistance factor from RLS; 1.0 = as calibrated)
 #   [8] heat_v2_fraction k2 (thermal.heat_v2_fraction; 1.0 when absent)
+#   [9] shift d (SOC fraction; the state of the diffusion lag, written by shift_update)
+#   [10] shift gain g at 25 degC (SOC fraction per A; 0 = no diffusion term)
+#   [11] shift time constant tau at 25 degC (s)  [12] its activation E (K, = Ea / R)
 #   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
 #   rows of n_soc values.
 import math
@@ -28,7 +40,11 @@ R_CS = 5
 R_SA = 6
 R0_SCALE = 7
 HEAT_V2 = 8
-HEADER = 9
+SHIFT = 9
+SHIFT_GAIN = 10
+SHIFT_TAU = 11
+SHIFT_E = 12
+HEADER = 13
 
 # Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
 # i0 is the exchange current of a Butler-Volmer term: the cell's pulse resistance
@@ -55,9 +71,12 @@ def pack(cal, capacity_ah=None):
     soc = tab["soc"]
     temp = tab["temp_c"]
     cap = capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"]
+    dif = cal.get("diffusion", {})
     p = [float(len(soc)), float(len(temp)), cap * 3600.0, th["c_core_j_per_k"],
          th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0,
-         float(th.get("heat_v2_fraction", 1.0))]
+         float(th.get("heat_v2_fraction", 1.0)), 0.0,
+         float(dif.get("shift_per_a", 0.0)), float(dif.get("tau_s", 100.0)),
+         float(dif.get("activation_k", 0.0))]
     p.extend(float(v) for v in soc)
     p.extend(float(v) for v in temp)
     for name in TABLES:
@@ -113,6 +132,37 @@ def lookup(p, soc, temp_c, out):
     return out
 
 
+def ocv_at(p, soc, temp_c):
+    """Bilinear lookup of the OCV table alone."""
+    ns = int(p[N_SOC])
+    nt = int(p[N_TEMP])
+    i, ws = _bracket(p, HEADER, ns, soc)
+    j, wt = _bracket(p, HEADER + ns, nt, temp_c)
+    i1 = i + 1 if ns > 1 else i
+    j1 = j + 1 if nt > 1 else j
+    o = HEADER + ns + nt
+    return ((1.0 - ws) * (1.0 - wt) * p[o + j * ns + i] + ws * (1.0 - wt) * p[o + j * ns + i1]
+            + (1.0 - ws) * wt * p[o + j1 * ns + i] + ws * wt * p[o + j1 * ns + i1])
+
+
+def shift_ahead(p, i_a, tc, dt_s):
+    """The diffusion shift after dt_s more seconds of current i_a (A) at core temperature
+    tc (degC, the state before the step); p is not changed."""
+    g = p[SHIFT_GAIN]
+    if g == 0.0 and p[SHIFT] == 0.0:
+        return 0.0
+    f = math.exp(p[SHIFT_E] * (1.0 / (tc + 273.15) - 1.0 / 298.15))
+    a = math.exp(-dt_s / (p[SHIFT_TAU] * f))
+    return a * p[SHIFT] + (1.0 - a) * g * f * i_a
+
+
+def shift_update(p, i_a, tc, dt_s):
+    """Advance the diffusion shift p[SHIFT] over one sample, as the RC pairs are."""
+    d = shift_ahead(p, i_a, tc, dt_s)
+    p[SHIFT] = d
+    return d
+
+
 def kinetic_v(i_a, i0_a, tc):
     """Butler-Volmer overpotential (V) at current i_a, exchange current i0_a."""
     x = i_a / (2.0 * i0_a)
@@ -153,7 +203,8 @@ def voltage(p, soc, v1, v2, tc, i_a, tab):
     """Terminal voltage at the state (after step) for current i_a."""
     lookup(p, soc, tc, tab)
     r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
-    return tab[OCV] - v1 - v2 - r0 * i_a - kinetic_v(i_a, tab[I0], tc)
+    u = tab[OCV] if p[SHIFT] == 0.0 else ocv_at(p, soc - p[SHIFT], tc)
+    return u - v1 - v2 - r0 * i_a - kinetic_v(i_a, tab[I0], tc)
 
 
 def ocv(p, soc, temp_c, tab):
@@ -179,6 +230,7 @@ class Simulator:
 
     def __init__(self, p, soc, temp_c):
         self.p = p
+        p[SHIFT] = 0.0
         self.tab = [0.0] * NTAB
         self.soc = soc
         self.v1 = 0.0
@@ -187,6 +239,7 @@ class Simulator:
         self.ts = temp_c
 
     def step(self, i_a, ta_c, dt_s):
+        shift_update(self.p, i_a, self.tc, dt_s)
         self.soc, self.v1, self.v2, self.tc, self.ts = step(
             self.p, self.soc, self.v1, self.v2, self.tc, self.ts, i_a, ta_c, dt_s, self.tab)
         return voltage(self.p, self.soc, self.v1, self.v2, self.tc, i_a, self.tab)

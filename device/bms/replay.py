@@ -52,7 +52,7 @@ def run(trace_path, cal, out_path, initial_soc=None, backend=None, cfg=None):
             ta = _float(c[idx["ambient_c"]], line, trace_path) if idx["ambient_c"] >= 0 else 25.0
             if t_prev is None:
                 if initial_soc is not None:
-                    est.init(initial_soc, ts)
+                    est.init(initial_soc, ts, None, abs(i) < 0.05 * est.nominal_ah)
                 else:
                     est.init_from_measurement(i, v, ts)
                 dt = 0.0

@@ -13,9 +13,13 @@ HORIZONS_S = (2.0, 10.0, 30.0)
 
 
 def _predict(p, st, i_a, ta_c, horizon_s, tab):
+    d = p[model.SHIFT]
+    p[model.SHIFT] = model.shift_ahead(p, i_a, st[3], horizon_s)
     soc, v1, v2, tc, ts = model.step(p, st[0], st[1], st[2], st[3], st[4], i_a, ta_c,
                                      horizon_s, tab)
-    return model.voltage(p, soc, v1, v2, tc, i_a, tab), soc, tc
+    v = model.voltage(p, soc, v1, v2, tc, i_a, tab)
+    p[model.SHIFT] = d
+    return v, soc, tc
 
 
 def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, tab):
@@ -30,13 +34,16 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     hi_soc = soc + ds if soc + ds <= 1.0 else soc
     lo_soc = hi_soc - 2 * ds if hi_soc - 2 * ds >= 0.0 else 0.0
     slope = (model.ocv(p, hi_soc, tc, tab) - model.ocv(p, lo_soc, tc, tab)) / (hi_soc - lo_soc)
+    # the diffusion shift: its decay from now, and its growth per amp over the horizon
+    d0 = model.shift_ahead(p, 0.0, tc, horizon_s)
+    g_h = model.shift_ahead(p, 1.0, tc, horizon_s) - d0
     model.lookup(p, soc, tc, tab)
-    ocv0 = tab[model.OCV]
+    ocv0 = model.ocv_at(p, soc - d0, tc)
     rc0 = v1 * a1 + v2 * a2
     # Voltage after T at current I (discharge positive):
-    #   V = ocv0 - slope*I*T/Q - rc0 - (R1(1-a1) + R2(1-a2) + r0) I
+    #   V = ocv0 - slope*I*(T/Q + g_h) - rc0 - (R1(1-a1) + R2(1-a2) + r0) I
     r_eff = r0 + tab[model.R1] * (1.0 - a1) + r2 * (1.0 - a2) \
-        + slope * horizon_s / p[model.CAP_AS]
+        + slope * (horizon_s / p[model.CAP_AS] + g_h)
     if r_eff <= 0.0:
         return 0.0
     i = sign * (ocv0 - rc0 - v_lim) / r_eff

@@ -272,6 +272,8 @@ class Backend:
         XZ[ukf.TS] = ts
         tab = self.lookup(p, soc, tc)
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
-        XZ[_VROW] = (tab[model.OCV] - v1 - v2 - r0 * i - _kinetic_v(i, tab[model.I0], tc)) \
-            * 1000.0
+        d = p[model.SHIFT]
+        # OCV at the diffusion-shifted SOC (model.voltage)
+        u = tab[model.OCV] if d == 0.0 else self.lookup(p, soc - d, tc)[model.OCV]
+        XZ[_VROW] = (u - v1 - v2 - r0 * i - _kinetic_v(i, tab[model.I0], tc)) * 1000.0
         XZ[_TROW] = ts

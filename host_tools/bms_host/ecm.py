@@ -11,6 +11,7 @@ plain floats (about 1-2 us per sample).
 Row 0 of a trace is the initial state: no step is taken; its voltage is the model's
 voltage at the initial state with row 0's current.
 """
+import bisect
 import math
 
 import numpy as np
@@ -18,6 +19,34 @@ import numpy as np
 # as device/bms/model.py
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
+NO_DIFFUSION = {"shift_per_a": 0.0, "tau_s": 100.0, "activation_k": 0.0}
+
+
+def shift_path(time_s, current_a, temp_c, diffusion):
+    """The diffusion shift d (SOC fraction) per row for a current and a core temperature
+    path (row k's shift uses the temperature of row k-1, as model.shift_update)."""
+    g = diffusion["shift_per_a"]
+    n = len(current_a)
+    d = np.zeros(n)
+    if g == 0.0:
+        return d
+    f = np.exp(diffusion["activation_k"] * (1.0 / (np.asarray(temp_c, dtype=float) + 273.15)
+                                            - 1.0 / 298.15))
+    dt = dts(time_s)
+    a = np.ones(n)
+    a[1:] = np.exp(-dt[1:] / (diffusion["tau_s"] * f[:-1]))
+    u = np.zeros(n)
+    u[1:] = (1.0 - a[1:]) * g * f[:-1] * np.asarray(current_a, dtype=float)[1:]
+    from scipy.signal import lfilter
+    if np.all(a[1:] == a[1]):
+        d[1:] = lfilter([1.0], [1.0, -a[1]], u[1:])
+        return d
+    x = 0.0
+    al, ul = a.tolist(), u.tolist()
+    for k in range(1, n):
+        x = al[k] * x + ul[k]
+        d[k] = x
+    return d
 
 
 def kinetic_v(i_a, i0_a, tc):
@@ -40,7 +69,7 @@ class Tables:
     NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
              "r2c_ohm")
 
-    def __init__(self, soc, temp_c, tables, thermal, capacity_ah):
+    def __init__(self, soc, temp_c, tables, thermal, capacity_ah, diffusion=None):
         self.soc = np.asarray(soc, dtype=float)
         self.temp = np.asarray(temp_c, dtype=float)
         self.tab = {}
@@ -55,12 +84,15 @@ class Tables:
             self.tab[n] = np.array(v, dtype=float).reshape(len(self.temp), len(self.soc))
         self.thermal = dict(thermal)
         self.capacity_ah = float(capacity_ah)
+        # solid-diffusion shift (model.py): gain 0 = none
+        self.diffusion = dict(NO_DIFFUSION, **(diffusion or {}))
 
     @classmethod
     def from_cal(cls, cal, capacity_ah=None):
         t = cal["tables"]
         return cls(t["soc"], t["temp_c"], t, cal["thermal"],
-                   capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"])
+                   capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"],
+                   cal.get("diffusion"))
 
     def soc_weights(self, soc):
         """Bracket index i and weight w per sample along the soc grid (clamped)."""
@@ -156,6 +188,13 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     il = i_a.tolist()
     dl = dt.tolist()
     al = amb.tolist()
+    # the diffusion shift: OCV is read at soc - d (bisect along the SOC grid per row)
+    dif = tb.diffusion
+    sg, se, stau = dif["shift_per_a"], dif["activation_k"], dif["tau_s"]
+    socl = soc.tolist()
+    grid = tb.soc.tolist()
+    ocv_rows = tb.tab["ocv_v"].tolist()
+    dsh = 0.0
     forced = None if temp_core_c is None else np.asarray(temp_core_c, dtype=float).tolist()
 
     out_v = [0.0] * n
@@ -193,6 +232,10 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             e = log(ax + sqrt(ax * ax + 1.0))
             eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
             heat = i * (r0 * i + v1 + eta) + k2 * i * v2
+            if sg != 0.0:
+                f = exp(se * (1.0 / (tk + 273.15) - 1.0 / 298.15))
+                a = exp(-d / (stau * f))
+                dsh = a * dsh + (1.0 - a) * sg * f * i
             r2 = r2d if i >= 0.0 else r2c
             v1 = a1 * v1 + r1 * (1.0 - a1) * i
             v2 = a2 * v2 + r2 * (1.0 - a2) * i
@@ -219,8 +262,11 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             wt = (tl - tg[j]) / (tg[j + 1] - tg[j])
         j1 = j + 1 if nt > 1 else j
         u = 1.0 - wt
-        row = s_ocv[k]
-        ocv = u * row[j] + wt * row[j1]
+        if dsh == 0.0:
+            row = s_ocv[k]
+            ocv = u * row[j] + wt * row[j1]
+        else:
+            ocv = _ocv_at(grid, ocv_rows, socl[k] - dsh, j, j1, u, wt)
         row = s_r0[k]
         r0d = u * row[j] + wt * row[j1]
         row = s_r0c[k]
@@ -251,6 +297,21 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     return {"voltage_v": np.array(out_v), "temp_core_c": np.array(out_tc),
             "temp_surface_c": np.array(out_ts), "soc": soc, "v1": np.array(out_v1),
             "v2": np.array(out_v2), "heat_w": np.array(out_q)}
+
+
+def _ocv_at(grid, rows, s, j, j1, u, wt):
+    """OCV at SOC s (bracketed along the grid, clamped) and temperature weights j, j1, u, wt."""
+    n = len(grid)
+    if s <= grid[0]:
+        i, w = 0, 0.0
+    elif s >= grid[-1]:
+        i, w = n - 2, 1.0
+    else:
+        i = bisect.bisect_left(grid, s) - 1
+        w = (s - grid[i]) / (grid[i + 1] - grid[i])
+    r0, r1 = rows[j], rows[j1]
+    return ((1.0 - w) * u * r0[i] + w * u * r0[i + 1] + (1.0 - w) * wt * r1[i]
+            + w * wt * r1[i + 1])
 
 
 def simulate_thermal(time_s, heat_w, ambient_c, thermal, tc0, ts0):
@@ -309,7 +370,9 @@ def pack(tables, r0_scale=1.0):
     th = tables.thermal
     p = [float(ns), float(nt), tables.capacity_ah * 3600.0, th["c_core_j_per_k"],
          th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"],
-         float(r0_scale), float(th.get("heat_v2_fraction", 1.0))]
+         float(r0_scale), float(th.get("heat_v2_fraction", 1.0)), 0.0,
+         float(tables.diffusion["shift_per_a"]), float(tables.diffusion["tau_s"]),
+         float(tables.diffusion["activation_k"])]
     p.extend(tables.soc.tolist())
     p.extend(tables.temp.tolist())
     for name in Tables.NAMES:

@@ -52,9 +52,10 @@ LIMITS = {
             "t_discharge_max_c": 60.0, "t_core_max_c": 60.0},
 }
 
-FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps")
+FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps", "rate")
 TAU1_RANGE = (0.5, 60.0)
 TAU2_RANGE = (40.0, 4000.0)
+I0_ACTIVATION_K = 4000.0  # Ea/R of the exchange current beyond the data (~33 kJ/mol)
 
 
 def configure(p):
@@ -393,8 +394,33 @@ def _smooth(v, w):
 LIN = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "r2_ohm", "r2c_ohm")
 
 
-def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel):
+def _bilinear(grid_soc, grid_t, soc, tc):
+    """Flat table indices (n, 4) and bilinear weights (n, 4) at (soc, tc) per row."""
+    import numpy as np
+
+    from . import ecm
+    ns, nt = len(grid_soc), len(grid_t)
+    si, sw = ecm.bracket(grid_soc, soc)
+    tj, tw = ecm.bracket(grid_t, tc)
+    si1 = np.minimum(si + 1, ns - 1)
+    tj1 = np.minimum(tj + 1, nt - 1)
+    idx = np.stack([tj * ns + si, tj * ns + si1, tj1 * ns + si, tj1 * ns + si1], axis=1)
+    wts = np.stack([(1 - sw) * (1 - tw), sw * (1 - tw), (1 - sw) * tw, sw * tw], axis=1)
+    return idx, wts
+
+
+def _weights_matrix(idx, wts, loc, q):
+    import numpy as np
+    n = len(idx)
+    W = np.zeros((n, q))
+    for c in range(4):
+        np.add.at(W, (np.arange(n), loc[idx[:, c]]), wts[:, c])
+    return W
+
+
+def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel, shift=None):
     """Rows (selected) of the design matrix of V for one trace, at measured core temperature.
+    shift: the diffusion shift per row (the OCV columns are read at soc - shift).
 
     Returns (X, cols, v): X (m, q) over the global parameter indices cols; the model voltage
     is X @ theta[cols] with theta = concat of LIN tables (each nt*ns, row-major)."""
@@ -408,20 +434,13 @@ def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel):
     tc = case.cols.get("temp_core_c", case.cols["temperature_c"])
     n = len(t)
     dt = ecm.dts(t)
-    si, sw = ecm.bracket(grid_soc, soc)
-    tj, tw = ecm.bracket(grid_t, tc)
-    si1 = np.minimum(si + 1, ns - 1)
-    tj1 = np.minimum(tj + 1, nt - 1)
     # bilinear weights as 4 (index, weight) pairs per row
-    idx = np.stack([tj * ns + si, tj * ns + si1, tj1 * ns + si, tj1 * ns + si1], axis=1)
-    wts = np.stack([(1 - sw) * (1 - tw), sw * (1 - tw), (1 - sw) * tw, sw * tw], axis=1)
+    idx, wts = _bilinear(grid_soc, grid_t, soc, tc)
     active = np.unique(idx[wts > 0])
     loc = np.full(npar, -1)
     loc[active] = np.arange(len(active))
     q = len(active)
-    W = np.zeros((n, q))
-    for c in range(4):
-        np.add.at(W, (np.arange(n), loc[idx[:, c]]), wts[:, c])
+    W = _weights_matrix(idx, wts, loc, q)
     # taus at the pre-step state (row k-1), as the model does
     t1 = (W @ tau1.ravel()[active])
     t2 = (W @ tau2.ravel()[active])
@@ -442,9 +461,17 @@ def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel):
     ipos = np.where(i > 0, i, 0.0)[:, None]
     ineg = np.where(i < 0, i, 0.0)[:, None]
     r = row_sel
-    blocks = [W[r], -(W[r] * ipos[r]), -(W[r] * ineg[r]), -F1[r], -F2d[r], -F2c[r]]
+    ocv_cols = active
+    Wo = W[r]
+    if shift is not None and np.any(shift != 0.0):
+        oidx, owts = _bilinear(grid_soc, grid_t, soc[r] - shift[r], tc[r])
+        ocv_cols = np.unique(oidx[owts > 0])
+        oloc = np.full(npar, -1)
+        oloc[ocv_cols] = np.arange(len(ocv_cols))
+        Wo = _weights_matrix(oidx, owts, oloc, len(ocv_cols))
+    blocks = [Wo, -(W[r] * ipos[r]), -(W[r] * ineg[r]), -F1[r], -F2d[r], -F2c[r]]
     X = np.hstack(blocks)
-    cols = np.concatenate([active + k * npar for k in range(len(LIN))])
+    cols = np.concatenate([ocv_cols] + [active + k * npar for k in range(1, len(LIN))])
     return X, cols
 
 
@@ -483,6 +510,15 @@ def _row_selection(case):
     keep = (since <= 60.0) | (np.arange(n) % 10 == 0)
     keep[0] = True
     return np.nonzero(keep)[0]
+
+
+def case_shift(case, diffusion):
+    """The diffusion shift per row of a trace at its measured core temperature."""
+    from . import ecm
+    if not diffusion or diffusion["shift_per_a"] == 0.0:
+        return None
+    tc = case.cols.get("temp_core_c", case.cols["temperature_c"])
+    return ecm.shift_path(case.cols["time_s"], case.cols["current_a"], tc, diffusion)
 
 
 def i0_table(phi, knots, grid_soc):
@@ -528,10 +564,13 @@ class LinearProblem:
             soc = case_soc(c, capacity_ah)
             rows = _row_selection(c)
             X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"],
-                                  rows)
+                                  rows, case_shift(c, opts.get("diffusion")))
             y = c.cols["voltage_v"][rows]
-            # traces count the same, times an optional weight per profile
-            w = math.sqrt(opts.get("profile_weights", {}).get(c.profile, 1.0) / len(rows))
+            # traces count the same, times an optional weight per profile (on its bias
+            # rows too)
+            pw = opts.get("profile_weights", {}).get(c.profile, 1.0)
+            w = math.sqrt(pw / len(rows))
+            wb = w_bias * math.sqrt(pw)
             Xw = X * w
             AtA[np.ix_(cols, cols)] += Xw.T @ Xw
             support[cols] += np.sum(X != 0, axis=0)
@@ -540,7 +579,7 @@ class LinearProblem:
             for mask in (i > 0, i < 0, i == 0):
                 if int(mask.sum()) < 5:
                     continue
-                g = X[mask].mean(axis=0) * w_bias
+                g = X[mask].mean(axis=0) * wb
                 AtA[np.ix_(cols, cols)] += np.outer(g, g)
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
@@ -552,7 +591,7 @@ class LinearProblem:
             wts = np.stack([(1 - sw) * (1 - tw), sw * (1 - tw), (1 - sw) * tw, sw * tw], 1)
             self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
                                "tc": tc, "idx": idx, "wts": wts, "bias": bias,
-                               "w_bias": w_bias})
+                               "w_bias": wb})
         R, rhs = _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P)
         self.R = R
         self.rhs = rhs
@@ -624,6 +663,14 @@ class LinearProblem:
                 out.append(np.array([e[mask].mean() * it["w_bias"]]))
         out.append(self.R @ x - self.rhs)
         return np.concatenate(out)
+
+    def trace_rms(self, i0_tab, x):
+        """RMS over the traces of each trace's RMS voltage error (V), rows as selected."""
+        import numpy as np
+        targets = self._targets(i0_tab)
+        ms = [float(np.mean((it["X"] @ x[it["cols"]] - b) ** 2))
+              for it, b in zip(self.items, targets, strict=True)]
+        return math.sqrt(sum(ms) / len(ms))
 
     def jacobian(self, i0_tab, dlog):
         """Exact Jacobian of `residuals` with respect to parameters p that move log i0 of
@@ -706,11 +753,12 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
                 regs.append(r)
                 rhs.append(float(r[off + j * ns + s - 1:off + j * ns + s + 2]
                                  @ pr[j, s - 1:s + 2]) if name == "ocv_v" else 0.0)
+            strong = j in opts.get("_strong_prior_t", ())
             for s in range(ns):
-                if name == "r2c_ohm" and opts.get("r2c_tie", 0.0) > 0:
+                if name == "r2c_ohm" and opts.get("r2c_tie", 0.0) > 0 and not strong:
                     break  # held by its tie to R2 instead (below)
                 gi = off + j * ns + s
-                lam = lam_p * (30.0 if support[gi] < 20 else 1.0)
+                lam = lam_p * (30.0 if support[gi] < 20 or strong else 1.0)
                 r = np.zeros(P)
                 r[gi] = lam / sc[j]
                 regs.append(r)
@@ -739,11 +787,13 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
     return np.array(regs), np.array(rhs)
 
 
-def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log=None):
+def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log=None,
+                  phi0=None):
     """Linear tables (OCV, R0, R0c, R1, R2) by least squares and, around it, the exchange
     current i0 by variable projection: log i0 at a few SOC knots per temperature are the
     only nonlinear parameters (Gauss-Newton, scipy least_squares); for each trial i0 the
-    linear tables are re-solved. Returns the tables including i0_a."""
+    linear tables are re-solved. phi0: a start for log i0 (nt, knots), e.g. from an
+    earlier refinement. Returns the tables including i0_a, and info (with "phi")."""
     import numpy as np
     from scipy.optimize import least_squares
 
@@ -783,11 +833,21 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
                 for jj, c in zip((j - 1, j, j + 1), cf, strict=True):
                     r[jj * nk + k] = c
                 regs.append(r)
+        rhs = [0.0] * len(regs)
+        # a column beyond the data (extend_temperature): log i0 one Arrhenius step
+        # (I0_ACTIVATION_K) above its warmer neighbour, firmly
+        for j in opts.get("_strong_prior_t", ()):
+            for k in range(nk):
+                r = np.zeros(nt * nk)
+                r[j * nk + k], r[(j - 1) * nk + k] = 1.0, -1.0
+                regs.append(r)
+                rhs.append(I0_ACTIVATION_K * (invT[j - 1] - invT[j]))
         Rphi = np.array(regs) if regs else np.zeros((0, nt * nk))
+        rphi = np.array(rhs)
 
         def resid(phi):
             r = lp.residuals(i0_table(phi.reshape(nt, nk), knots, grid_soc))
-            return np.concatenate([r, Rphi @ phi])
+            return np.concatenate([r, Rphi @ phi - rphi])
 
         def jac(phi):
             J = lp.jacobian(i0_table(phi.reshape(nt, nk), knots, grid_soc), B)
@@ -795,16 +855,18 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
 
         # start: one i0 per temperature, the best of a coarse scan (all temperatures at
         # once: the rows of one temperature barely see the others')
-        best = None
-        for g in np.linspace(math.log(0.1), math.log(30.0), 8):
-            c = float(np.sum(resid(np.full(nt * nk, g)) ** 2))
-            if best is None or c < best[0]:
-                best = (c, g)
-        phi0 = np.full(nt * nk, best[1])
+        if phi0 is None:
+            best = None
+            for g in np.linspace(math.log(0.1), math.log(30.0), 8):
+                c = float(np.sum(resid(np.full(nt * nk, g)) ** 2))
+                if best is None or c < best[0]:
+                    best = (c, g)
+            phi0 = np.full(nt * nk, best[1])
+        phi0 = np.clip(np.asarray(phi0, dtype=float).ravel(), lo, hi)
         res = least_squares(resid, phi0, jac=jac, bounds=(lo, hi), x_scale=1.0,
                             max_nfev=opts["i0_max_nfev"], method="trf")
         phi = res.x.reshape(nt, nk)
-        info = {"i0_nfev": int(res.nfev), "i0_cost": float(res.cost)}
+        info = {"i0_nfev": int(res.nfev), "i0_cost": float(res.cost), "phi": phi}
         i0 = i0_table(phi, knots, grid_soc)
     else:
         from . import ecm
@@ -820,6 +882,53 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
                                                   np.interp(knots, grid_soc, i0[j])))
                       for j, T in enumerate(grid_t))))
     return new, info
+
+
+def extend_temperature(temps, tabs, ocv, t_new):
+    """Append a table column at t_new above the data: resistances, time constants and the
+    exchange current follow Arrhenius (log linear in 1/T) from the two warmest columns,
+    bounded to at most a tenfold change; the OCV is held. A cell heating past its warmest
+    ambient (a fast charge at 45 degC reaches 65 degC) then sees falling resistance instead
+    of the clamped 45 degC values. The fit keeps the column close to this prior."""
+    import numpy as np
+    x = 1.0 / (np.asarray(temps, dtype=float) + 273.15)
+    xe = 1.0 / (t_new + 273.15)
+    f = (xe - x[-1]) / (x[-1] - x[-2])
+    out = {}
+    for name, a in tabs.items():
+        a = np.asarray(a, dtype=float)
+        if name == "ocv_v":
+            col = a[-1]
+        else:
+            col = a[-1] * np.clip((a[-1] / a[-2]) ** f, 0.1, 10.0)
+        out[name] = np.vstack([a, col])
+    ocv = np.asarray(ocv, dtype=float)
+    return list(temps) + [float(t_new)], out, np.vstack([ocv, ocv[-1]])
+
+
+def search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=None):
+    """Choose the diffusion shift (gain and time constant at 25 degC; activation fixed)
+    among a few candidates: for each, the linear tables are re-solved at the exchange
+    currents of the fit without the shift (tabs0), and the candidate scores the RMS voltage
+    error of the fit-role traces (at their measured core temperature). Held-out traces
+    take no part."""
+    best = None
+    scores = []
+    for cand in [(0.0, 100.0)] + [tuple(c) for c in opts["shift_candidates"]]:
+        g, tau = cand[:2]
+        e = cand[2] if len(cand) > 2 else opts["shift_activation_k"]
+        dif = {"shift_per_a": g, "tau_s": tau, "activation_k": e}
+        lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20, dict(opts, diffusion=dif))
+        x, _ = lp.solve(tabs0["i0_a"], bounded=True)
+        score = 1e3 * lp.trace_rms(tabs0["i0_a"], x)
+        scores.append("%g/A %gs %gK: %.2f mV" % (g, tau, e, score))
+        if best is None or score < best[0]:
+            best = (score, dif)
+    if log:
+        log("fit: diffusion shift candidates (RMS over fit traces) %s; chose %g/A, %g s, %g K"
+            % ("; ".join(scores), best[1]["shift_per_a"], best[1]["tau_s"],
+               best[1]["activation_k"]))
+    return best[1]
 
 
 # ------------------------------------------------------------------ step 5: thermal
@@ -841,7 +950,10 @@ def fit_thermal(cases, tables, capacity_ah, opts):
             # the heat the data imply (irreversible: i * (OCV - V)), so that the thermal
             # parameters do not absorb the electrical model's error
             i = c.cols["current_a"]
-            ocv = tables.ocv(soc, tcm)
+            # OCV at the diffusion-shifted SOC: the particles' concentration polarisation
+            # is not dissipated (as in the model's heat)
+            d = case_shift(c, tables.diffusion)
+            ocv = tables.ocv(soc if d is None else soc - d, tcm)
             v = c.cols["voltage_v"]
             heat = np.zeros(len(i))
             heat[1:] = i[1:] * (0.5 * (ocv[1:] + ocv[:-1]) - v[1:])
@@ -929,6 +1041,13 @@ def default_options():
             "smooth_r_temp": 0.0, "smooth_ocv": 0.3, "prior_ocv": 0.1, "prior_r": 1e-3,
             "core_temp_weight": 0.3, "thermal_heat": "data", "fit_heat_v2": True,
             "r2c_tie": 1e-2,
+            # solid-diffusion shift (model.py): "search" tries these (gain SOC/A, tau s at
+            # 25 degC) against none; activation E = Ea/R (3600 K ~ 30 kJ/mol)
+            "diffusion": "search",
+            "shift_candidates": [[0.001, 50.0], [0.0015, 100.0], [0.003, 100.0]],
+            "shift_activation_k": 3600.0,
+            # a table column above the warmest ambient, Arrhenius-extrapolated
+            "t_extend_c": 65.0,
             "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE),
             "kinetic": True, "i0_soc_knots": [0.0, 0.2, 0.5, 0.8, 1.0],
             "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
@@ -960,13 +1079,28 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     tabs["ocv_v"] = ocv_c20
     log("fit: %d HPPC steps fitted (%.1f s)" % (sum(len(v) for v in blocks.values()),
                                                  time.perf_counter() - t0))
-    tabs, ginfo = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts, log=log)
+    if opts.get("t_extend_c") is not None and opts["t_extend_c"] > temps[-1]:
+        temps, tabs, ocv_c20 = extend_temperature(temps, tabs, ocv_c20, opts["t_extend_c"])
+        opts["_strong_prior_t"] = [len(temps) - 1]
+        log("fit: tables extended to %g degC (Arrhenius from the two warmest columns)"
+            % temps[-1])
+    dif = opts.get("diffusion")
+    if dif == "search":
+        opts["diffusion"] = dict(ecm.NO_DIFFUSION)
+        tabs0, info0 = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts)
+        dif = search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=log)
+        phi0 = info0.get("phi")
+    else:
+        phi0 = None
+    opts["diffusion"] = dict(ecm.NO_DIFFUSION, **(dif or {}))
+    tabs, ginfo = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts, log=log,
+                                phi0=phi0)
     log("fit: global refinement done (%.1f s)" % (time.perf_counter() - t0))
     thermal0 = {"c_core_j_per_k": 70.0, "c_surf_j_per_k": 5.0, "r_core_surf_k_per_w": 2.0,
                 "r_surf_amb_k_per_w": 10.0}
-    tb = ecm.Tables(grid, temps, tabs, thermal0, cap)
+    tb = ecm.Tables(grid, temps, tabs, thermal0, cap, opts["diffusion"])
     thermal = fit_thermal(cases, tb, cap, opts)
-    tb = ecm.Tables(grid, temps, tabs, thermal, cap)
+    tb = ecm.Tables(grid, temps, tabs, thermal, cap, opts["diffusion"])
     log("fit: thermal %s (%.1f s)" % (", ".join("%s=%.3g" % kv for kv in thermal.items()),
                                        time.perf_counter() - t0))
     info = {"cases": cases, "manifest": manifest, "capacity_ah": cap, "opts": opts,
@@ -989,6 +1123,9 @@ def split_record(cases):
             "fit_cases": sorted(c.name for c in cases if c.role == "fit"),
             "validation_cases": sorted(c.name for c in cases if c.role != "fit"),
             "role_differs_from_manifest": moved}
+
+
+PROVENANCE_METRICS = ("role", "ambient_c", "rmse_mv", "bias_mv", "max_mv", "t_rmse_c")
 
 
 def build_calibration(tb, info, cell_id, chemistry, results):
@@ -1015,19 +1152,24 @@ def build_calibration(tb, info, cell_id, chemistry, results):
                    "t_core_max_c": lim["t_core_max_c"]},
         "tables": tabs,
         "thermal": {k: round(v, 6) for k, v in tb.thermal.items()},
+        "diffusion": {k: round(float(v), 6) for k, v in tb.diffusion.items()},
         "provenance": {
             "tool_version": "bms-host %s (%s)" % (__version__, FIT_VERSION),
             "dataset_sha256": dataset_sha256(info["cases"], info["manifest"]),
             "dataset": info["manifest"].get("cell", ""),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp),
-            "fit_options": info["opts"],
+            "fit_options": {k: v for k, v in info["opts"].items() if not k.startswith("_")},
             "split": split_record(info["cases"]),
-            "model": "device/bms/model.py: OCV - R0*i - 2 RC (R0c, R2c on charge) - "
+            "model": "device/bms/model.py: OCV(soc - d) - R0*i - 2 RC (R0c, R2c on charge) - "
                      "Butler-Volmer b*asinh(i/2i0), bilinear in (soc, core temperature); "
                      "core-surface-ambient thermal, backward Euler, heat "
-                     "i*(R0 i + v1 + eta) + k2*i*v2 (k2 = thermal.heat_v2_fraction)",
-            "rmse": {name: {k: (round(v, 3) if isinstance(v, float) else v)
-                            for k, v in m.items()} for name, m in sorted(results.items())},
+                     "i*(R0 i + v1 + eta) + k2*i*v2 (k2 = thermal.heat_v2_fraction); "
+                     "d = diffusion shift, a first-order lag of the current (diffusion.*)",
+            # the headline numbers per case (the report has the rest): the file must fit
+            # a board's MQTT receive buffer when it is pushed signed
+            "rmse": {name: {k: (round(m[k], 3) if isinstance(m[k], float) else m[k])
+                            for k in PROVENANCE_METRICS if k in m}
+                     for name, m in sorted(results.items())},
         },
     }
     return body

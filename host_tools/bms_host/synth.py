@@ -76,7 +76,7 @@ def configure(parser):
                              "(default -10,0,25,45; --quick: 25)")
     parser.add_argument("--profiles", default=None,
                         help="comma-separated subset of profiles (pocv_dis,pocv_chg,hppc,dst,"
-                             "random,cp,fastcharge,chgsteps)")
+                             "random,cp,fastcharge,chgsteps,rate)")
     parser.add_argument("--quick", action="store_true",
                         help="self-test: one 120 s pulse profile on a coarse mesh")
     parser.add_argument("--aged", action="store_true",
@@ -724,7 +724,7 @@ def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manife
             qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache)
     work = [(spec, a, p, q_c20, qr[p["init_soc"]], use_cache) for p, a in tasks]
     # the longest first, so two workers finish together
-    order = {"dst": 0, "hppc": 1, "random": 2, "cp": 3, "chgsteps": 4, "fastcharge": 5,
+    order = {"dst": 0, "hppc": 1, "random": 2, "cp": 3, "chgsteps": 4, "fastcharge": 5, "rate": 5,
              "pocv_dis": 6, "pocv_chg": 7}
     idx = sorted(range(len(work)), key=lambda i: order.get(work[i][2]["name"], 9))
     results = [None] * len(work)

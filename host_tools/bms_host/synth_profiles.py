@@ -138,6 +138,22 @@ def charge_steps(c_ah, steps=((0.5, 360), (1.0, 360), (1.5, 240)), rest_s=300,
                         final_rest_s))}
 
 
+def rate_test(c_ah, c_rate=1.0, rest_s=3600, dt=5.0):
+    """Rate test (fit role: sustained current both ways, and the slow relaxation after it):
+    1C CC discharge from full to the lower cut-off, 1 h rest, 1C CC charge to the upper
+    cut-off (no CV), 1 h rest, 5 s samples. Unlike the held-out profiles: constant current,
+    not constant power; 1C, not the 2C fast charge."""
+    i = round(c_rate * c_ah, 4)
+    return {"name": "rate", "role": "fit", "init_soc": 1.0, "dt": dt, "mode": "current",
+            "blocks": [{"segs": [(3 * 3600, i)], "on_max": "stop", "on_min": "next"},
+                       {"segs": [(rest_s, 0.0)], "on_max": "stop", "on_min": "stop"},
+                       {"segs": [(3 * 3600, -i)], "on_max": "next", "on_min": "stop"},
+                       {"segs": [(rest_s, 0.0)], "on_max": "stop", "on_min": "stop"}],
+            "desc": ("rate test: %gC CC discharge from full to the lower cut-off, %d s rest, "
+                     "%gC CC charge to the upper cut-off, %d s rest, %g s samples"
+                     % (c_rate, rest_s, c_rate, rest_s, dt))}
+
+
 def quick_pulses(c_ah):
     segs = [(10, 0.0), (20, c_ah), (20, 0.0), (10, -0.5 * c_ah), (20, 0.0), (30, 2 * c_ah),
             (10, 0.0)]
@@ -148,4 +164,4 @@ def quick_pulses(c_ah):
 
 def standard_profiles(c_ah, v_nom):
     return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), dst(c_ah), random_pulses(c_ah),
-            const_power(c_ah, v_nom), fast_charge(c_ah), charge_steps(c_ah)]
+            const_power(c_ah, v_nom), fast_charge(c_ah), charge_steps(c_ah), rate_test(c_ah)]

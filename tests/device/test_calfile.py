@@ -92,3 +92,18 @@ def test_optional_r2c_table_and_heat_v2_fraction():
     cal = sample()
     cal["tables"]["r2c_ohm"] = [[0.02] * 3]
     expect_error(encode(cal), "tables.r2c_ohm")
+
+
+def test_optional_diffusion_names_the_field():
+    cal = sample()
+    cal["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0, "activation_k": 3600.0}
+    assert calfile.loads(encode(cal))[0]["diffusion"]["tau_s"] == 100.0
+    for key, bad in (("shift_per_a", -0.001), ("tau_s", 0.0), ("activation_k", "hot"),
+                     ("shift_per_a", 0.5)):
+        c = sample()
+        c["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0, "activation_k": 3600.0}
+        c["diffusion"][key] = bad
+        expect_error(encode(c), "diffusion." + key)
+    c = sample()
+    c["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0}
+    expect_error(encode(c), "diffusion.activation_k")

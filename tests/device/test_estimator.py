@@ -143,6 +143,31 @@ def test_sop_limits_never_cross_voltage_limits():
                             (temp, soc, h, i, v)
 
 
+def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
+    cal = sample_cal.calibration(CAP)
+    p = model.pack(cal)
+    g, tau = p[model.SHIFT_GAIN], p[model.SHIFT_TAU]
+    assert g > 0.0 and p[model.SHIFT] == 0.0
+    for _ in range(int(tau)):                 # one time constant of 1C at 25 degC
+        model.shift_update(p, CAP, 25.0, 1.0)
+    assert abs(p[model.SHIFT] - g * CAP * (1.0 - math.exp(-1.0))) < 1e-9
+    tab = [0.0] * model.NTAB
+    d = p[model.SHIFT]
+    v = model.voltage(p, 0.5, 0.0, 0.0, 25.0, 0.0, tab)
+    assert abs(v - model.ocv_at(p, 0.5 - d, 25.0)) < 1e-12   # at rest: OCV at soc - d
+    assert v < model.ocv(p, 0.5, 25.0, tab) - 1e-4
+    # slower and larger in the cold (Arrhenius), and it relaxes back at rest
+    p[model.SHIFT] = 0.0
+    for _ in range(int(tau)):
+        model.shift_update(p, CAP, 0.0, 1.0)
+    end = model.shift_ahead(p, CAP, 0.0, 1e6)
+    assert end > 2.5 * g * CAP                # a larger end value
+    assert p[model.SHIFT] / end < 0.5 * (1.0 - math.exp(-1.0))   # reached more slowly
+    for _ in range(3000):
+        model.shift_update(p, 0.0, 25.0, 1.0)
+    assert abs(p[model.SHIFT]) < 1e-9
+
+
 def test_filter_stays_finite_over_20000_steps():
     n = 3000 if MPY else 20000
     plant = _plant(0.9)

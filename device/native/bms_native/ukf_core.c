@@ -22,7 +22,8 @@
 #define BMS_C(v) ((bms_real)(v))
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
-enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2 };
+enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2, SHIFT,
+       SHIFT_GAIN, SHIFT_TAU, SHIFT_E };
 enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
@@ -122,6 +123,11 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     if (!(p[HEAT_V2] >= BMS_C(0.0) && p[HEAT_V2] <= BMS_C(1.0))) {
         return BMS_PARAMS_CONSTS;
     }
+    /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
+    if (!finite(p[SHIFT]) || !(p[SHIFT_GAIN] >= BMS_C(0.0)) || !finite(p[SHIFT_GAIN])
+        || !(p[SHIFT_TAU] > BMS_C(0.0)) || !finite(p[SHIFT_TAU]) || !finite(p[SHIFT_E])) {
+        return BMS_PARAMS_CONSTS;
+    }
     return BMS_PARAMS_OK;
 }
 
@@ -130,7 +136,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_OK:
         return "params are valid";
     case BMS_PARAMS_SHORT:
-        return "params are shorter than their 9-value header";
+        return "params are shorter than their 13-value header";
     case BMS_PARAMS_COUNTS:
         return "params header n_soc/n_temp must be whole numbers from 1 to 128/32";
     case BMS_PARAMS_LENGTH:
@@ -138,7 +144,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_GRID:
         return "params soc and temperature grids must be finite and strictly increasing";
     case BMS_PARAMS_CONSTS:
-        return "params capacity and thermal constants must be positive and finite, heat_v2_fraction in [0, 1]";
+        return "params capacity and thermal constants must be positive and finite, heat_v2_fraction in [0, 1], the diffusion shift finite with gain >= 0 and tau > 0";
     default:
         return "params are malformed";
     }
@@ -225,13 +231,30 @@ static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c
     s[4] = (a11 * b2 + g1 * b1) / det;
 }
 
-/* Terminal voltage (model.voltage) in V. */
+/* The OCV table alone at (soc, temp_c) (model.ocv_at). */
+static bms_real ocv_at(const params *m, bms_real soc, bms_real temp_c) {
+    const bms_real *p = m->p;
+    int ns = m->ns, nt = m->nt;
+    bms_real ws, wt;
+    int i = bracket(p + BMS_HEADER, ns, soc, &ws);
+    int j = bracket(p + BMS_HEADER + ns, nt, temp_c, &wt);
+    int i1 = ns > 1 ? i + 1 : i;
+    int j1 = nt > 1 ? j + 1 : j;
+    const bms_real *t = p + BMS_HEADER + ns + nt;
+    return (BMS_C(1.0) - ws) * (BMS_C(1.0) - wt) * t[j * ns + i]
+           + ws * (BMS_C(1.0) - wt) * t[j * ns + i1]
+           + (BMS_C(1.0) - ws) * wt * t[j1 * ns + i] + ws * wt * t[j1 * ns + i1];
+}
+
+/* Terminal voltage (model.voltage) in V: OCV at the diffusion-shifted SOC. */
 static bms_real model_voltage(const params *m, const bms_real *s, bms_real i_a,
                               bms_real *tab) {
-    bms_real r0;
+    bms_real r0, u;
+    bms_real d = m->p[SHIFT];
     lookup(m, s[0], s[3], tab);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * m->p[R0_SCALE];
-    return tab[T_OCV] - s[1] - s[2] - r0 * i_a - kinetic_v(i_a, tab[T_I0], s[3]);
+    u = d == BMS_C(0.0) ? tab[T_OCV] : ocv_at(m, s[0] - d, s[3]);
+    return u - s[1] - s[2] - r0 * i_a - kinetic_v(i_a, tab[T_I0], s[3]);
 }
 
 /* ---- filter (ukf.py) ------------------------------------------------------------- */
