@@ -64,6 +64,7 @@ class CellEstimator:
         self.run_s = 0.0          # time since (re-)initialisation
         self.rv_base = self.cfg0[10]
         self.eta_mv = 0.0         # model overpotential |OCV - V| of the last step (mV)
+        self.rv_mv2 = 0.0         # voltage noise variance of the last step (mV^2)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
         self.errors = 0
         self.status = ukf.OK
@@ -137,6 +138,7 @@ class CellEstimator:
         # the diffusion shift is an input of the filter step (see model.py)
         model.shift_update(self.p, i_a - self.x[ukf.BIAS] / 1000.0, self.x[ukf.TC], dt_s)
         soc_before = self.x[ukf.SOC]
+        self.rv_mv2 = cfg[10]     # the voltage noise variance this step uses (diagnostics)
         st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
                                ts_meas, self.out)
         self.status = st

@@ -46,7 +46,7 @@ def default_cfg():
     # v2's process noise is the largest: it lets the slow RC pair take up the model's
     # slowly varying voltage error (minutes) that would otherwise be read as SOC
     return [
-        0.0002, 0.05, 0.3, 0.02, 0.02, 0.001,
+        0.0002, 0.05, 0.15, 0.02, 0.02, 0.001,
         5.0, 0.3, 40.0, 0.002, 100.0, 6.0,
     ]
 

@@ -136,6 +136,7 @@ def run_estimator(cal, meas, soc0, backend=None, cfg=None):
     soc = np.empty(n)
     sig = np.empty(n)
     tc = np.empty(n)
+    rv = np.empty(n)
     est.init(soc0, tsm[0])
     soc[0], sig[0], tc[0] = est.soc(), est.soc_sigma(), est.temp_core_c()
     t0 = time.perf_counter()
@@ -144,13 +145,16 @@ def run_estimator(cal, meas, soc0, backend=None, cfg=None):
         soc[k] = est.soc()
         sig[k] = est.soc_sigma()
         tc[k] = est.temp_core_c()
+        rv[k] = est.rv_mv2
     per = (time.perf_counter() - t0) / max(1, n - 1)
-    return {"soc": soc, "sigma": sig, "tc": tc, "s_per_step": per, "errors": est.errors,
+    return {"soc": soc, "sigma": sig, "tc": tc, "rv": rv, "s_per_step": per,
+            "errors": est.errors,
             "est": est}
 
 
-def run_filterpy(cal, meas, soc0, cfg=None):
-    """filterpy's UKF on the same model, started like ours. Returns soc, sigma, s/step."""
+def run_filterpy(cal, meas, soc0, cfg=None, rv=None):
+    """filterpy's UKF on the same model, started like ours; rv: our filter's voltage noise
+    variance per step (its schedule), else cfg's fixed one. Returns soc, sigma, s/step."""
     import numpy as np
 
     use_device_code()
@@ -162,6 +166,7 @@ def run_filterpy(cal, meas, soc0, cfg=None):
     x0 = [soc0 * 100.0, 0.0, 0.0, meas["temperature_c"][0], meas["temperature_c"][0], 0.0]
     sig0 = list(estimator.SIGMA0)
     sig0[0] = estimator.SIGMA_SOC_GIVEN
+    sig0[ukf.V1] = sig0[ukf.V2] = estimator.SIGMA_RC_REST   # a rested start, as ours
     P0 = [0.0] * (ukf.NX * ukf.NX)
     for k in range(ukf.NX):
         P0[k * (ukf.NX + 1)] = sig0[k] * sig0[k]
@@ -176,7 +181,8 @@ def run_filterpy(cal, meas, soc0, cfg=None):
         try:
             soc[k], sig[k] = peer.step(float(meas["current_a"][k]), float(meas["ambient_c"][k]),
                                        t[k] - t[k - 1], float(meas["voltage_v"][k]),
-                                       float(meas["temperature_c"][k]))
+                                       float(meas["temperature_c"][k]),
+                                       None if rv is None else float(rv[k]))
         except (np.linalg.LinAlgError, ValueError):
             soc[k:], sig[k:] = np.nan, np.nan
             break
@@ -233,7 +239,7 @@ def run_case(cal, profile, amb, backend=None, cfg=None, peer=True, t_end=None):
         res["tc_rmse"] = float(np.sqrt(np.mean((r["tc"][keep] - core[keep]) ** 2)))
         res["ts_rmse"] = float(np.sqrt(np.mean((meas["temperature_c"][keep] - core[keep]) ** 2)))
     if peer:
-        fp = run_filterpy(cal, meas, soc0, cfg)
+        fp = run_filterpy(cal, meas, soc0, cfg, r["rv"])
         res["fp"] = soc_metrics(fp["soc"], fp["sigma"], truth, keep)
         res["fp_us"] = 1e6 * fp["s_per_step"]
         d = fp["soc"][keep] - r["soc"][keep]
@@ -372,8 +378,8 @@ def main(argv=None):
     print_table(results)
     print("(data: held-out = not used by the fit; fit = DST, used by the fit; * = -10 degC, "
           "shown, not counted. cc = coulomb counting from the true SOC with the offset; "
-          "ocv = OCV lookup of the measured voltage; fp = filterpy UKF, same model and cfg, "
-          "fixed R; |fp-ukf| = max SOC difference)")
+          "ocv = OCV lookup of the measured voltage; fp = filterpy UKF, same model, cfg and "
+          "voltage noise per step (ours, scheduled); |fp-ukf| = max SOC difference)")
     print("time per step: ours (%s backend, whole estimator tick) %.1f us; filterpy %s"
           % (backend, sum(us_ours) / len(us_ours),
              ("%.1f us" % (sum(us_fp) / len(us_fp))) if us_fp else "not run"))

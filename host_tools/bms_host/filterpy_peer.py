@@ -57,17 +57,20 @@ class FilterpyPeer:
                           x[ukf.V2] / sc[ukf.V2], x[ukf.TC], i_true, self.tab)
         return np.array([v * 1000.0, x[ukf.TS]])
 
-    def step(self, i_a, ta_c, dt_s, v_meas, ts_meas):
-        """One predict + update. Returns (soc as a fraction, its sigma as a fraction)."""
+    def step(self, i_a, ta_c, dt_s, v_meas, ts_meas, r_v=None):
+        """One predict + update; r_v: this step's voltage noise variance (mV^2), else the
+        fixed one from cfg. Returns (soc as a fraction, its sigma as a fraction)."""
         f = self.f
         q = self.cfg[0:ukf.NX]
         f.Q = np.diag([s * s * dt_s for s in q])
+        # the diffusion shift is the model's input, advanced as our estimator does it
+        model.shift_update(self.p, i_a - f.x[ukf.BIAS] / ukf.SCALE[ukf.BIAS], f.x[ukf.TC], dt_s)
         f.predict(dt=dt_s, i_a=i_a, ta_c=ta_c)
         use_v = v_meas == v_meas
         use_t = ts_meas == ts_meas
         if use_v or use_t:
             z = np.array([v_meas * 1000.0 if use_v else 0.0, ts_meas if use_t else 0.0])
-            R = np.diag([self.r_v if use_v else _MISSING_VAR,
+            R = np.diag([(self.r_v if r_v is None else r_v) if use_v else _MISSING_VAR,
                          self.r_t if use_t else _MISSING_VAR])
             f.update(z, R=R, i_a=i_a)
         return f.x[ukf.SOC] / 100.0, math.sqrt(max(f.P[0, 0], 0.0)) / 100.0

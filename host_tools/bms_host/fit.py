@@ -494,9 +494,10 @@ def _ltv_cols(a, U):
     return X
 
 
-def _row_selection(case):
+def _row_selection(case, rest_weight=1):
     """Rows used in the least squares: all rows under load and the first minute of every
-    rest, then every 10th row of long rests (they change slowly)."""
+    rest, then every 10th row of long rests (they change slowly). Rows rested 10 minutes
+    or more are the OCV as the filter sees it at rest: they count rest_weight times."""
     import numpy as np
     t = case.cols["time_s"]
     i = case.cols["current_a"]
@@ -509,7 +510,11 @@ def _row_selection(case):
         since[k] = t[k] - last
     keep = (since <= 60.0) | (np.arange(n) % 10 == 0)
     keep[0] = True
-    return np.nonzero(keep)[0]
+    rows = np.nonzero(keep)[0]
+    if rest_weight > 1:
+        rested = rows[since[rows] >= 600.0]
+        rows = np.sort(np.concatenate([rows] + [rested] * (int(rest_weight) - 1)))
+    return rows
 
 
 def case_shift(case, diffusion):
@@ -562,7 +567,7 @@ class LinearProblem:
         self.items = []
         for c in fit_cases:
             soc = case_soc(c, capacity_ah)
-            rows = _row_selection(c)
+            rows = _row_selection(c, opts.get("rest_weight", 1))
             X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"],
                                   rows, case_shift(c, opts.get("diffusion")))
             y = c.cols["voltage_v"][rows]
@@ -887,9 +892,10 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
 def extend_temperature(temps, tabs, ocv, t_new):
     """Append a table column at t_new above the data: resistances, time constants and the
     exchange current follow Arrhenius (log linear in 1/T) from the two warmest columns,
-    bounded to at most a tenfold change; the OCV is held. A cell heating past its warmest
-    ambient (a fast charge at 45 degC reaches 65 degC) then sees falling resistance instead
-    of the clamped 45 degC values. The fit keeps the column close to this prior."""
+    never rising (a resistance) and never falling (i0) with temperature; the OCV is held.
+    A cell heating past its warmest ambient (a fast charge at 45 degC reaches 65 degC) then
+    sees falling resistance instead of the clamped 45 degC values. The fit pulls the column
+    firmly to these values (few data reach it)."""
     import numpy as np
     x = 1.0 / (np.asarray(temps, dtype=float) + 273.15)
     xe = 1.0 / (t_new + 273.15)
@@ -900,7 +906,9 @@ def extend_temperature(temps, tabs, ocv, t_new):
         if name == "ocv_v":
             col = a[-1]
         else:
-            col = a[-1] * np.clip((a[-1] / a[-2]) ** f, 0.1, 10.0)
+            # resistances and time constants fall with temperature, i0 rises
+            lo, hi = (1.0, 10.0) if name == "i0_a" else (0.2, 1.0)
+            col = a[-1] * np.clip((a[-1] / a[-2]) ** f, lo, hi)
         out[name] = np.vstack([a, col])
     ocv = np.asarray(ocv, dtype=float)
     return list(temps) + [float(t_new)], out, np.vstack([ocv, ocv[-1]])
@@ -1046,6 +1054,8 @@ def default_options():
             "diffusion": "search",
             "shift_candidates": [[0.001, 50.0], [0.0015, 100.0], [0.003, 100.0]],
             "shift_activation_k": 3600.0,
+            # rows rested >= 10 min count this many times: the OCV the filter sees at rest
+            "rest_weight": 10,
             # a table column above the warmest ambient, Arrhenius-extrapolated
             "t_extend_c": 65.0,
             "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE),
