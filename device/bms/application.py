@@ -17,8 +17,8 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
-from bms import backends, balancing, calfile, calstore, estimator, faultlog, protection, \
-    sensors, sop
+from bms import backends, balancing, calfile, calstore, estimator, faultlog, model, \
+    protection, sensors, sop
 
 FAST_MS = 10
 EST_MS = 100
@@ -106,7 +106,8 @@ class App:
         self.cells = []
         if cal is not None:
             b = backends.make(self.backend_name)
-            self.cells = [estimator.CellEstimator(cal, b) for _ in range(self.n)]
+            p = b.alloc(model.pack(cal))      # one copy of the tables for the whole pack
+            self.cells = [estimator.CellEstimator(cal, b, params=p) for _ in range(self.n)]
             self._cell_ms = [None] * self.n
             # A new calibration changes the model, not the charge in the cells: keep
             # each cell's SOC (with a sigma no smaller than 3 %) and core temperature.

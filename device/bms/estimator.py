@@ -43,13 +43,17 @@ RLS_P0 = 100.0
 
 
 class CellEstimator:
-    def __init__(self, cal, backend=None, cfg=None):
+    def __init__(self, cal, backend=None, cfg=None, params=None):
+        """params: the calibration's flat parameters made by backend.alloc, shared by all
+        cells of a pack (about 5 KB each in float32); this cell writes its own header
+        values (capacity, R0 factor, diffusion shift) into it before every use."""
         self.cal = cal
         self.limits = cal["limits"]
         self.backend = backend if backend is not None else backends.make()
         b = self.backend
         self.nominal_ah = cal["cell"]["capacity_ah"]
-        self.p = b.alloc(model.pack(cal))
+        self.p = params if params is not None else b.alloc(model.pack(cal))
+        self.shift = 0.0          # this cell's diffusion shift (model.SHIFT)
         self.cfg = b.alloc(cfg if cfg is not None else ukf.default_cfg())
         self.cfg0 = [float(v) for v in self.cfg]
         self.x = b.alloc([0.0] * ukf.NX)
@@ -84,7 +88,7 @@ class CellEstimator:
         x[ukf.TC] = temp_c
         x[ukf.TS] = temp_c
         x[ukf.BIAS] = 0.0
-        self.p[model.SHIFT] = 0.0
+        self.shift = 0.0
         sig = list(SIGMA0)
         sig[0] = (soc_sigma * 100.0) if soc_sigma is not None else SIGMA_SOC_GIVEN
         if rested:
@@ -133,10 +137,10 @@ class CellEstimator:
         cfg[6] = math.sqrt(f0 * f0 + extra)
         cfg[8] = math.sqrt(self.cfg0[8] * self.cfg0[8] + extra)
         cfg[10] = base + extra
-        self.p[model.R0_SCALE] = self.r0_feed()
-        self.p[model.CAP_AS] = self.capacity_ah() * 3600.0
+        self._header()
         # the diffusion shift is an input of the filter step (see model.py)
-        model.shift_update(self.p, i_a - self.x[ukf.BIAS] / 1000.0, self.x[ukf.TC], dt_s)
+        self.shift = model.shift_update(self.p, i_a - self.x[ukf.BIAS] / 1000.0,
+                                        self.x[ukf.TC], dt_s)
         soc_before = self.x[ukf.SOC]
         self.rv_mv2 = cfg[10]     # the voltage noise variance this step uses (diagnostics)
         st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
@@ -187,7 +191,15 @@ class CellEstimator:
             self.cap.update(soc, self.soc_sigma(), self.ah)
         return st
 
+    def _header(self):
+        """This cell's values in the (possibly shared) params header."""
+        p = self.p
+        p[model.R0_SCALE] = self.r0_feed()
+        p[model.CAP_AS] = self.capacity_ah() * 3600.0
+        p[model.SHIFT] = self.shift
+
     def update_sop(self, ta_c):
+        self._header()
         st = (self.x[ukf.SOC] / 100.0, self.x[ukf.V1] / 1000.0, self.x[ukf.V2] / 1000.0,
               self.x[ukf.TC], self.x[ukf.TS])
         for k in range(len(sop.HORIZONS_S)):

@@ -168,6 +168,33 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     assert abs(p[model.SHIFT]) < 1e-9
 
 
+def test_cells_sharing_one_params_array_equal_cells_with_their_own():
+    cal = sample_cal.calibration(CAP)
+    b = backends.PythonBackend()
+    shared = b.alloc(model.pack(cal))
+    pairs = [(estimator.CellEstimator(cal, b, params=shared), estimator.CellEstimator(cal, b))
+             for _ in range(2)]
+    plants = [_plant(0.8), _plant(0.4)]
+    for j in range(2):
+        for est in pairs[j]:
+            est.init((0.7, 0.5)[j], 25.0)
+    n = 300 if MPY else 1200
+    for k in range(n):
+        for j in range(2):
+            i = sample_cal.drive_current(k, CAP) * (1.0 if j == 0 else -0.5)
+            v = plants[j].step(i, 25.0, 1.0)
+            for est in pairs[j]:
+                est.step(i, v, plants[j].ts, 25.0, 1.0)
+        if k % 100 == 0:
+            for a, o in pairs:
+                a.update_sop(25.0)
+                o.update_sop(25.0)
+                assert a.i_dis == o.i_dis and a.i_chg == o.i_chg
+    for a, o in pairs:
+        assert a.x == o.x and a.P == o.P and a.shift == o.shift != 0.0
+    assert pairs[0][0].soc() != pairs[1][0].soc()
+
+
 def test_filter_stays_finite_over_20000_steps():
     n = 3000 if MPY else 20000
     plant = _plant(0.9)
