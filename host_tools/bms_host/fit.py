@@ -1045,7 +1045,7 @@ def floors_for(ambient_c):
 # ------------------------------------------------------------------ main
 
 def default_options():
-    return {"soc_grid": list(SOC_GRID), "bias_weight": 3.0, "smooth_r": 3e-3,
+    return {"soc_grid": list(SOC_GRID), "bias_weight": 1.0, "smooth_r": 3e-3,
             "smooth_r_temp": 0.0, "smooth_ocv": 0.3, "prior_ocv": 0.1, "prior_r": 1e-3,
             "core_temp_weight": 0.3, "thermal_heat": "data", "fit_heat_v2": True,
             "r2c_tie": 1e-2,
