@@ -1056,8 +1056,9 @@ def default_options():
             "shift_activation_k": 3600.0,
             # rows rested >= 10 min count this many times: the OCV the filter sees at rest
             "rest_weight": 10,
-            # a table column above the warmest ambient, Arrhenius-extrapolated
-            "t_extend_c": 65.0,
+            # a table column above the warmest ambient, Arrhenius-extrapolated (from the
+            # HPPC tables, then once more from the fitted ones: ext_passes fits in all)
+            "t_extend_c": 65.0, "ext_passes": 2,
             "tau1_range_s": list(TAU1_RANGE), "tau2_range_s": list(TAU2_RANGE),
             "kinetic": True, "i0_soc_knots": [0.0, 0.2, 0.5, 0.8, 1.0],
             "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
@@ -1103,8 +1104,18 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     else:
         phi0 = None
     opts["diffusion"] = dict(ecm.NO_DIFFUSION, **(dif or {}))
-    tabs, ginfo = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts, log=log,
+    prior = tabs
+    tabs, ginfo = global_refine(cases, cap, grid, temps, prior, ocv_c20, opts, log=log,
                                 phi0=phi0)
+    for _ in range(opts.get("ext_passes", 1) - 1):
+        # the extrapolated column again, now from the fitted columns below it
+        _, ext, _ = extend_temperature(temps[:-1], {k: np.asarray(v)[:-1] for k, v in
+                                                    tabs.items() if k in prior}, ocv_c20[:-1],
+                                       temps[-1])
+        prior = dict(prior, **{k: np.vstack([np.asarray(prior[k])[:-1], ext[k][-1:]])
+                               for k in ext if k != "ocv_v"})
+        tabs, ginfo = global_refine(cases, cap, grid, temps, prior, ocv_c20, opts,
+                                    phi0=ginfo.get("phi"))
     log("fit: global refinement done (%.1f s)" % (time.perf_counter() - t0))
     thermal0 = {"c_core_j_per_k": 70.0, "c_surf_j_per_k": 5.0, "r_core_surf_k_per_w": 2.0,
                 "r_surf_amb_k_per_w": 10.0}
