@@ -14,7 +14,7 @@ from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 from bms_host import use_device_code
 
 use_device_code()
-from bms import model, ukf  # noqa: E402
+from bms import estimator, model, ukf  # noqa: E402
 
 # Merwe's lambda = alpha^2 (n + kappa) - n: alpha = 1, kappa = ukf.KAPPA gives the
 # device's lambda = KAPPA, hence its weights (W0 = 1/7, Wi = 1/14, all positive) and
@@ -73,4 +73,6 @@ class FilterpyPeer:
             R = np.diag([(self.r_v if r_v is None else r_v) if use_v else _MISSING_VAR,
                          self.r_t if use_t else _MISSING_VAR])
             f.update(z, R=R, i_a=i_a)
+        # the SOC kept inside the OCV table's range, as our estimator does
+        f.x[ukf.SOC] = min(max(f.x[ukf.SOC], estimator.SOC_LO_PCT), estimator.SOC_HI_PCT)
         return f.x[ukf.SOC] / 100.0, math.sqrt(max(f.P[0, 0], 0.0)) / 100.0
