@@ -315,8 +315,8 @@ class App:
 
     def faults(self):
         ev = self.log.events()
-        for code, t, v in ev:
-            print("%10.2f s  %-14s %s" % (t / 1000.0, code, v))
+        for code, b, t, v in ev:
+            print("boot %-4d %10.2f s  %-14s %s" % (b, t / 1000.0, code, v))
         return ev
 
     def cal_info(self):

@@ -28,7 +28,7 @@ def test_ring_keeps_the_newest_events():
         log.append("E%d" % k, k * 10, k)
     assert len(log) == 4 and log.total == 6
     assert [e[0] for e in log.events()] == ["E2", "E3", "E4", "E5"]
-    assert log.last() == ("E5", 50, 5)
+    assert log.last() == ("E5", 1, 50, 5)
 
 
 def test_save_and_load_round_trip():
@@ -42,9 +42,14 @@ def test_save_and_load_round_trip():
     assert not log.dirty and _exists(p) and not _exists(p + ".tmp")
     again = faultlog.FaultLog(p, capacity=8)
     ev = again.events()
-    assert ev[0] == ("OV_HARD", 1510, 4.3) and ev[1][0] == "CUR_MISSING"
-    assert ev[2][2] != ev[2][2]      # NaN survives as NaN
+    assert log.boot == 1 and again.boot == 2      # a second load is a second boot
+    assert ev[0] == ("OV_HARD", 1, 1510, 4.3) and ev[1][0] == "CUR_MISSING"
+    assert ev[2][3] != ev[2][3]      # NaN survives as NaN
     assert again.total == 3 and again.note is None
+    again.append("UV", 20, 2.9)
+    again.save()
+    third = faultlog.FaultLog(p, capacity=8)
+    assert third.boot == 3 and [e[1] for e in third.events()] == [1, 1, 1, 2]
 
 
 def test_load_into_smaller_capacity_keeps_newest():
@@ -54,7 +59,7 @@ def test_load_into_smaller_capacity_keeps_newest():
         log.append("E", k, k)
     log.save()
     small = faultlog.FaultLog(p, capacity=3)
-    assert [e[1] for e in small.events()] == [7, 8, 9] and small.total == 10
+    assert [e[2] for e in small.events()] == [7, 8, 9] and small.total == 10
 
 
 def test_corrupt_file_starts_empty_with_a_note():
@@ -68,7 +73,16 @@ def test_corrupt_file_starts_empty_with_a_note():
         assert log.note.startswith("fault log ") and "started an empty log" in log.note
         log.append("UV", 5, 2.9)
         log.save()                     # and the next save repairs the file
-        assert faultlog.FaultLog(p).events() == [("UV", 5, 2.9)]
+        assert faultlog.FaultLog(p).events() == [("UV", 1, 5, 2.9)]
+
+
+def test_version_1_file_loads_as_boot_0():
+    p = _path("v1")
+    with open(p, "w") as f:
+        f.write('{"version": 1, "total": 2, "events": [["OV", 100, 4.3], ["RESET", 900, 1]]}')
+    log = faultlog.FaultLog(p)
+    assert log.note is None and log.boot == 1
+    assert log.events() == [("OV", 0, 100, 4.3), ("RESET", 0, 900, 1.0)]
 
 
 def test_save_without_path_is_a_clear_error():

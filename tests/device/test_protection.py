@@ -63,7 +63,7 @@ def test_over_voltage_trips_after_delay_and_latches_until_reset():
     _run(p, s, 1510, 1510)        # 500 ms: trips
     assert not p.charge_fet_on and not p.discharge_fet_on
     assert "OV_HARD" in p.active
-    assert log.last() == ("OV_HARD", 1510, s.cell_v[2])
+    assert log.last() == ("OV_HARD", 1, 1510, s.cell_v[2])
     s.cell_v[2] = 3.9
     _run(p, s, 1520, 30000)       # long after the cause is gone: still latched
     assert not p.charge_fet_on and p.active == {"OV_HARD"}
@@ -205,7 +205,7 @@ def test_sensor_faults_open_both_fets_within_one_tick():
             s.current_st = status
         _run(p, s, 110, 110)
         assert not p.charge_fet_on and not p.discharge_fet_on, code
-        assert code in p.active and log.last() == (code, 110, 1 if group != "cur" else 0)
+        assert code in p.active and log.last() == (code, 1, 110, 1 if group != "cur" else 0)
         # latched until reset, even once the sensor is fine again
         s.cell_st[1] = s.temp_st[1] = s.current_st = 0
         _run(p, s, 120, 5000)
@@ -260,7 +260,7 @@ def test_unplugged_current_sensor_opens_both_fets_within_one_tick():
     bus.unplug(0x40)
     p.update(sen.read(500), 500)   # the very next fast tick
     assert not p.charge_fet_on and not p.discharge_fet_on
-    assert "CUR_MISSING" in p.active and log.last() == ("CUR_MISSING", 500, 0)
+    assert "CUR_MISSING" in p.active and log.last() == ("CUR_MISSING", 1, 500, 0)
     bus.plug(0x40)
     for t in range(510, 1000, TICK):
         p.update(sen.read(t), t)
