@@ -60,9 +60,17 @@ class ADS1115:
 
     def read_raw(self, ch):
         """Start one single-shot conversion of AINch and return the signed 16-bit code."""
+        self.start(ch)
+        return self.finish()
+
+    def start(self, ch):
+        """Start a single-shot conversion of AINch (finish() waits for it and reads it)."""
         cfg = OS_BIT | (MUX_SINGLE[ch] << 12) | (self._pga << 9) | 0x100 \
             | (self._dr << 5) | COMP_DISABLE
         self.write_reg(REG_CONFIG, cfg)
+
+    def finish(self):
+        """The signed 16-bit code of the conversion start() began."""
         for _ in range(5):
             # OS reads 0 while converting; checked before sleeping so a simulated
             # device (done at once) costs no wall time
@@ -88,3 +96,58 @@ class Tap:
 
     def read_v(self):
         return self.adc.read_raw(self.ch) * self.adc.lsb_v * self.ratio
+
+
+class TapBank:
+    """Cell taps spread over several ADS1115s (tap k on chip k // 4, input k % 4), converted
+    in parallel: scan() starts input c on every chip at once, so 16 taps take 4 conversion
+    times (about 5 ms at 860 SPS) instead of 16 (about 19 ms, more than the 10 ms fast
+    tick). taps[k].read_v() then returns tap k of the last scan, or raises OSError when its
+    chip failed. Nothing is allocated per scan."""
+
+    def __init__(self, adcs, ratios):
+        n = len(ratios)
+        if n > 4 * len(adcs):
+            raise ValueError("ADS1115 taps: %d taps need %d chips, %d given"
+                             % (n, (n + 3) // 4, len(adcs)))
+        self.adcs = list(adcs)
+        self.taps = [BankTap(self, k, ratios[k]) for k in range(n)]
+        self.code = [0] * n
+        self.failed = bytearray(n)
+
+    def scan(self):
+        n = len(self.taps)
+        adcs, failed = self.adcs, self.failed
+        for ch in range(4):
+            for j in range(len(adcs)):
+                k = 4 * j + ch
+                if k < n:
+                    try:
+                        adcs[j].start(ch)
+                        failed[k] = 0
+                    except OSError:
+                        failed[k] = 1
+            for j in range(len(adcs)):
+                k = 4 * j + ch
+                if k < n and not failed[k]:
+                    try:
+                        self.code[k] = adcs[j].finish()
+                    except OSError:
+                        failed[k] = 1
+
+
+class BankTap:
+    """Tap k of a TapBank: the voltage of its last scan."""
+
+    def __init__(self, bank, k, ratio):
+        self.bank = bank
+        self.k = k
+        self.adc = bank.adcs[k // 4]
+        self.ch = k % 4
+        self.ratio = ratio
+
+    def read_v(self):
+        b = self.bank
+        if b.failed[self.k]:
+            raise OSError(5)  # EIO: the chip did not answer during the scan
+        return b.code[self.k] * self.adc.lsb_v * self.ratio

@@ -63,10 +63,12 @@ def build(i2c, ntc_reads, tap_reads, pin, config=None, pins=None):
     if c["taps"] == "ads1115":
         adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
         ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
-        taps = [ads1115.Tap(adcs[k // 4], k % 4, ratios[k]) for k in range(n)]
+        bank = ads1115.TapBank(adcs, ratios)   # the chips convert in parallel
+        taps, scan = bank.taps, bank.scan
     else:
         ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 3.0 for k in range(n)]
         taps = [adc_taps.AdcTap(tap_reads[k], ratios[k], c["adc_vref_v"]) for k in range(n)]
+        scan = None
     model = ntc.Beta(c["ntc_r0_ohm"], c["ntc_t0_c"], c["ntc_beta"])
     temps = [ntc.Ntc(ntc_reads[k], model, c["ntc_fixed_ohm"]) for k in range(c["n_ntc"])]
     hi, bhi = c["fet_active_high"], c["bleed_active_high"]
@@ -74,7 +76,7 @@ def build(i2c, ntc_reads, tap_reads, pin, config=None, pins=None):
                       fet.Fet(pin(p["charge_fet"], hi), hi, "charge"),
                       fet.Fet(pin(p["discharge_fet"], hi), hi, "discharge"),
                       fet.FetBank([pin(x, bhi) for x in p["bleed"][:n]], bhi),
-                      "esp32")
+                      "esp32", scan)
     b.i2c = i2c
     return b
 

@@ -57,15 +57,15 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
                   invert=c["invert_current"])
     adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
     ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
-    taps = [ads1115.Tap(adcs[k // 4], k % 4, ratios[k]) for k in range(n)]
+    bank = ads1115.TapBank(adcs, ratios)   # the chips convert in parallel
     model = ntc.Beta(c["ntc_r0_ohm"], c["ntc_t0_c"], c["ntc_beta"])
     temps = [ntc.Ntc(read_u16s[k], model, c["ntc_fixed_ohm"]) for k in range(c["n_ntc"])]
     hi, bhi = c["fet_active_high"], c["bleed_active_high"]
-    b = sensors.Board(current, taps, temps, c["cell_temp"], True,
+    b = sensors.Board(current, bank.taps, temps, c["cell_temp"], True,
                       fet.Fet(pin(p["charge_fet"], hi), hi, "charge"),
                       fet.Fet(pin(p["discharge_fet"], hi), hi, "discharge"),
                       fet.FetBank([pin(x, bhi) for x in p["bleed"][:n]], bhi),
-                      "pico")
+                      "pico", bank.scan)
     b.i2c = i2c
     return b
 

@@ -46,7 +46,7 @@ class Board:
     """
 
     def __init__(self, current, taps, temps, cell_temp=None, stacked=True, charge_fet=None,
-                 discharge_fet=None, bleeders=None, name="board"):
+                 discharge_fet=None, bleeders=None, name="board", tap_scan=None):
         n = len(taps)
         if n < 1 or n > 16:
             raise ValueError("board: %d cell taps given, this BMS handles 1 to 16 series "
@@ -65,6 +65,7 @@ class Board:
                                  "temperature sensors" % (t, len(temps)))
         self.current = current
         self.taps = list(taps)
+        self.tap_scan = tap_scan   # called once per sample before the taps are read
         self.temps = list(temps)
         self.cell_temp = bytes(cell_temp)
         self.stacked = stacked
@@ -177,6 +178,8 @@ class Sensors:
         cfg = self.cfg
         taps, tv, ts = self.board.taps, self._tap_v, self._tap_st
         n = len(taps)
+        if self.board.tap_scan is not None:
+            self.board.tap_scan()
         for k in range(n):
             try:
                 v = taps[k].read_v()

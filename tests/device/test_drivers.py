@@ -241,3 +241,61 @@ def test_ads1115_waits_for_the_conversion_and_times_out():
     sim.busy_reads = 50
     e = _raises_oserror(lambda: adc.read_v(0))
     assert e is not None and e.args[0] == 110
+
+
+class _LogBus(sim_i2c.SimI2C):
+    """A simulated bus that records (op, addr, reg) of every transfer."""
+
+    def __init__(self):
+        sim_i2c.SimI2C.__init__(self)
+        self.log = []
+
+    def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
+        self.log.append(("r", addr, reg))
+        return sim_i2c.SimI2C.readfrom_mem_into(self, addr, reg, buf, addrsize)
+
+    def writeto_mem(self, addr, reg, buf, addrsize=8):
+        self.log.append(("w", addr, reg))
+        return sim_i2c.SimI2C.writeto_mem(self, addr, reg, buf, addrsize)
+
+
+def test_ads1115_tap_bank_converts_the_chips_in_parallel():
+    bus = _LogBus()
+    sims = [sim_i2c.SimADS1115(0x48 + j) for j in range(3)]
+    for sim in sims:
+        bus.add(sim)
+    adcs = [ads1115.ADS1115(bus, 0x48 + j) for j in range(3)]
+    n = 10                                      # the third chip carries two taps
+    ratios = [(k + 1) * 4.5 / 4.0 for k in range(n)]
+    for k in range(n):
+        sims[k // 4].set_input_v(k % 4, 3.7 * (k + 1) / ratios[k] + 0.001 * k)
+    bank = ads1115.TapBank(adcs, ratios)
+    bus.log = []
+    bank.scan()
+    # four rounds; in each, every chip's conversion starts before any result is read
+    starts = [e for e in bus.log if e == ("w", e[1], 0x01)]
+    assert len(starts) == n and sum(s.conversions for s in sims) == n
+    first_read = bus.log.index(("r", 0x48, 0x00))
+    assert [e[1] for e in bus.log[:first_read] if e[0] == "w"] == [0x48, 0x49, 0x4A]
+    # the same voltages as reading tap by tap
+    one_by_one = [ads1115.Tap(adcs[k // 4], k % 4, ratios[k]).read_v() for k in range(n)]
+    assert [t.read_v() for t in bank.taps] == one_by_one
+    assert abs(bank.taps[9].read_v() - 37.0 - 0.009 * ratios[9]) < 4 * adcs[2].lsb_v * ratios[9]
+    # a chip that stops answering fails its own taps only, and comes back
+    bus.unplug(0x49)
+    bank.scan()
+    assert [_raises_oserror(t.read_v) is not None for t in bank.taps] == \
+        [False] * 4 + [True] * 4 + [False] * 2
+    bus.plug(0x49)
+    bank.scan()
+    assert all(_raises_oserror(t.read_v) is None for t in bank.taps)
+
+
+def test_ads1115_tap_bank_needs_enough_chips():
+    adc = ads1115.ADS1115(_bus_with(sim_i2c.SimADS1115(0x48)), 0x48)
+    try:
+        ads1115.TapBank([adc], [1.0] * 5)
+        msg = ""
+    except ValueError as e:
+        msg = str(e)
+    assert "5 taps need 2 chips" in msg
