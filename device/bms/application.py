@@ -24,6 +24,7 @@ FAST_MS = 10
 EST_MS = 100
 FAULTLOG_PATH = "faults.json"
 UPLOAD_PATH = "cal/upload.json"
+ISSUED_PATH = "cal/issued"     # issue number of the last calibration applied over MQTT
 
 
 class LoopStats:
@@ -123,7 +124,8 @@ class App:
         from bms import telemetry
 
         self.tel = telemetry.Telemetry(self.device_id, period_s, mqtt, serial, key=key,
-                                       on_calibration=self._calibration_from_telemetry)
+                                       on_calibration=self._calibration_from_telemetry,
+                                       issued_path=ISSUED_PATH)
         return self.tel
 
     def _calibration_from_telemetry(self, text):

@@ -16,8 +16,10 @@
 #
 # Security: a calibration pushed to <prefix>/<id>/calibration is applied only when its
 # HMAC-SHA256 (device key) verifies and it passes calfile validation (which keeps limits
-# inside the chemistry's maxima). Nothing else received over MQTT changes the device. The
-# key is never printed, published or returned by stats().
+# inside the chemistry's maxima). The HMAC covers an issue number with the text, and a push
+# whose number is not above the last applied one is refused, so a recorded old push cannot
+# be replayed (the number survives reboots in issued_path). Nothing else received over MQTT
+# changes the device. The key is never printed, published or returned by stats().
 import json
 import sys
 
@@ -77,14 +79,35 @@ def boot_id():
         return random.getrandbits(30)
 
 
-def sign(key, text):
-    """The push message for a calibration file text (host side and tests)."""
-    return json.dumps({"calibration": text, "hmac": hmac_sha256.hexdigest(key, text)})
+def _signed_body(issued, text):
+    return "%d\n%s" % (issued, text)
+
+
+def sign(key, text, issued=None):
+    """The push message for a calibration file text (host side and tests). issued: a
+    number above every earlier push to the device (default: the time in milliseconds)."""
+    if issued is None:
+        import time
+        issued = int(time.time() * 1000)
+    return json.dumps({"calibration": text, "issued": issued,
+                       "hmac": hmac_sha256.hexdigest(key, _signed_body(issued, text))})
+
+
+def _read_int(path):
+    """The number stored at path; 0 when there is none (or it is unreadable)."""
+    if not path:
+        return 0
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
 
 
 class Telemetry:
     def __init__(self, device_id, period_s=5, mqtt=None, serial=True, buffer_max=200,
-                 key=None, on_calibration=None, out=None, boot=None, client=None):
+                 key=None, on_calibration=None, out=None, boot=None, client=None,
+                 issued_path=None):
         if not isinstance(device_id, str) or not device_id or "/" in device_id \
                 or "+" in device_id or "#" in device_id:
             raise ValueError("telemetry: device id must be a non-empty string without / + #")
@@ -95,6 +118,8 @@ class Telemetry:
         self.buffer_max = buffer_max
         self._key = key.encode() if isinstance(key, str) else key
         self.on_calibration = on_calibration
+        self.issued_path = issued_path
+        self.last_issued = _read_int(issued_path)   # of the last applied push
         self.boot = boot if boot is not None else boot_id()
         self.seq = 0
         self.sent = 0
@@ -258,23 +283,45 @@ class Telemetry:
                 payload = bytes(payload).decode()
             msg = json.loads(payload)
             text = msg["calibration"]
+            issued = msg["issued"]
             sig = msg["hmac"]
         except (ValueError, KeyError, TypeError, UnicodeError):
-            return False, "message is not JSON with 'calibration' and 'hmac'"
-        if not isinstance(text, str) or not hmac_sha256.verify(self._key, text, sig):
+            return False, "message is not JSON with 'calibration', 'issued' and 'hmac'"
+        if not isinstance(text, str) or not isinstance(issued, int) or issued < 0 \
+                or not hmac_sha256.verify(self._key, _signed_body(issued, text), sig):
             return False, "bad signature"
+        if issued <= self.last_issued:
+            return False, ("replayed or out-of-date push (issued %d, the last applied was "
+                           "%d)" % (issued, self.last_issued))
         try:
             checksum = calfile.loads(text, self._cells)[1]
         except calfile.CalibrationError as e:
             return False, str(e)
         if checksum == self._cal_checksum:
+            self._applied(issued)
             return True, "calibration %s is already in use" % checksum[:12]
         if self.on_calibration is None:
             return False, "no calibration handler on this device"
         try:
-            return self.on_calibration(text)
+            ok, message = self.on_calibration(text)
         except Exception as e:
             return False, "calibration handler failed: %s" % e
+        if ok:
+            self._applied(issued)
+        return ok, message
+
+    def _applied(self, issued):
+        """Remember the issue number of an applied push (write temp, then rename)."""
+        self.last_issued = issued
+        if self.issued_path:
+            import os
+            tmp = self.issued_path + ".tmp"
+            try:
+                with open(tmp, "w") as f:
+                    f.write("%d\n" % issued)
+                os.rename(tmp, self.issued_path)
+            except OSError as e:   # kept in memory: refused again until a reboot
+                self.last_error = "telemetry: cannot store the push number: %s" % e
 
     def _log(self, text):
         if self.serial:

@@ -194,6 +194,34 @@ def test_bad_or_missing_signature_is_rejected():
     assert h.applied == []
 
 
+def test_a_recorded_push_cannot_be_replayed():
+    path = "/tmp/bms_test_issued_%d" % id(KEY)
+    try:
+        import os
+        os.remove(path)
+    except OSError:
+        pass
+    h = Handler()
+    tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h, issued_path=path)
+    text = cal_text()
+    old = telemetry.sign(KEY, text, issued=5)
+    ok, msg = tel.apply_signed(old)
+    assert ok and tel.last_issued == 5, msg
+    ok, msg = tel.apply_signed(old)                       # the same message again
+    assert not ok and "replayed" in msg and len(h.applied) == 1
+    forged = json.loads(old)
+    forged["issued"] = 9                                  # a new number on the old HMAC
+    ok, msg = tel.apply_signed(json.dumps(forged))
+    assert not ok and msg == "bad signature"
+    ok, msg = tel.apply_signed(telemetry.sign(KEY, text, issued=6))
+    assert ok and len(h.applied) == 2
+    # after a reboot the device still knows the last number
+    again = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h, issued_path=path)
+    assert again.last_issued == 6
+    ok, msg = again.apply_signed(old)
+    assert not ok and "replayed" in msg and len(h.applied) == 2
+
+
 def test_no_key_means_no_remote_calibration():
     h = Handler()
     tel = telemetry.Telemetry("d1", serial=False, on_calibration=h)
