@@ -102,9 +102,10 @@ class Backend:
         f = np.interp(v, p[start:start + n], ramp)
         return np.maximum(1.0 - abs(f - node), 0.0)
 
-    def lookup(self, p, soc, temp_c):
-        """All NTAB tables at the sigma points (soc, temp_c: 1-D arrays of equal
-        length NSIG): an NTAB x NSIG array, row k = table k (model.TABLES order)."""
+    def lookup(self, p, soc, temp_c, ntab=model.NTAB):
+        """The first ntab tables (all by default; 1 = the OCV alone) at the sigma points
+        (soc, temp_c: 1-D arrays of equal length NSIG): an ntab x NSIG array, row k =
+        table k (model.TABLES order)."""
         ns = int(p[model.N_SOC])
         nt = int(p[model.N_TEMP])
         if ns != self.ns or nt != self.nt:
@@ -117,7 +118,7 @@ class Backend:
         for j in range(nt):
             W2[j * ns:(j + 1) * ns] = Ws * Wt[j]
         base = h + ns + nt
-        tabm = p[base:base + model.NTAB * nt * ns].reshape((model.NTAB, nt * ns))
+        tabm = p[base:base + ntab * nt * ns].reshape((ntab, nt * ns))
         return np.dot(tabm, W2)
 
     # -- filter step --------------------------------------------------------------
@@ -274,6 +275,6 @@ class Backend:
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
         d = p[model.SHIFT]
         # OCV at the diffusion-shifted SOC (model.voltage)
-        u = tab[model.OCV] if d == 0.0 else self.lookup(p, soc - d, tc)[model.OCV]
+        u = tab[model.OCV] if d == 0.0 else self.lookup(p, soc - d, tc, 1)[0]
         XZ[_VROW] = (u - v1 - v2 - r0 * i - _kinetic_v(i, tab[model.I0], tc)) * 1000.0
         XZ[_TROW] = ts
