@@ -1,7 +1,6 @@
 # ESP32 (DevKitC) pin map and driver set-up. `machine` is imported only inside make_board()
 # so this module also imports on the host. Only ADC1 pins: ADC2 is unusable with Wi-Fi.
-from bms import sensors
-from drivers import adc_taps, ads1115, fet, ina226, ina228, ntc
+from drivers import adc_taps, assemble
 
 PINS = {
     "i2c_id": 0, "sda": 21, "scl": 22, "i2c_hz": 400000,
@@ -33,13 +32,7 @@ CONFIG = {
 
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
-    c, p = dict(CONFIG), dict(PINS)
-    for src, dst, what in ((config, c, "config"), (pins, p, "pins")):
-        for k in src or {}:
-            if k not in dst:
-                raise ValueError("board: unknown %s key '%s' (known: %s)"
-                                 % (what, k, ", ".join(sorted(dst))))
-            dst[k] = src[k]
+    c, p = assemble.merge(CONFIG, PINS, config, pins)
     if c["taps"] not in ("ads1115", "adc"):
         raise ValueError("board: config 'taps' must be 'ads1115' or 'adc'")
     n_max = 4 * len(c["ads_addrs"]) if c["taps"] == "ads1115" else len(p["tap_adc"])
@@ -57,28 +50,14 @@ def build(i2c, ntc_reads, tap_reads, pin, config=None, pins=None):
     pin(number, active_high) factory; make_board() passes machine's, tests fakes."""
     c, p = settings(config, pins)
     n = c["series_cells"]
-    mon = ina228.INA228 if c["current_monitor"] == "ina228" else ina226.INA226
-    current = mon(i2c, c["current_addr"], c["shunt_ohm"], c["max_current_a"],
-                  invert=c["invert_current"])
     if c["taps"] == "ads1115":
-        adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
-        ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
-        bank = ads1115.TapBank(adcs, ratios)   # the chips convert in parallel
-        taps, scan = bank.taps, bank.scan
+        taps, scan = assemble.ads_taps(i2c, c, n)
     else:
         ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 3.0 for k in range(n)]
         taps = [adc_taps.AdcTap(tap_reads[k], ratios[k], c["adc_vref_v"]) for k in range(n)]
         scan = None
-    model = ntc.Beta(c["ntc_r0_ohm"], c["ntc_t0_c"], c["ntc_beta"])
-    temps = [ntc.Ntc(ntc_reads[k], model, c["ntc_fixed_ohm"]) for k in range(c["n_ntc"])]
-    hi, bhi = c["fet_active_high"], c["bleed_active_high"]
-    b = sensors.Board(current, taps, temps, c["cell_temp"], True,
-                      fet.Fet(pin(p["charge_fet"], hi), hi, "charge"),
-                      fet.Fet(pin(p["discharge_fet"], hi), hi, "discharge"),
-                      fet.FetBank([pin(x, bhi) for x in p["bleed"][:n]], bhi),
-                      "esp32", scan)
-    b.i2c = i2c
-    return b
+    return assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
+                          assemble.ntcs(ntc_reads, c), "esp32", scan)
 
 
 def make_board(config=None, pins=None):

@@ -1,7 +1,6 @@
 # Raspberry Pi Pico (RP2040) pin map and driver set-up. `machine` is imported only inside
 # make_board() so this module also imports on the host.
-from bms import sensors
-from drivers import ads1115, fet, ina226, ina228, ntc
+from drivers import assemble
 
 PINS = {
     "i2c_id": 0, "sda": 4, "scl": 5, "i2c_hz": 400000,
@@ -30,13 +29,7 @@ CONFIG = {
 
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
-    c, p = dict(CONFIG), dict(PINS)
-    for src, dst, what in ((config, c, "config"), (pins, p, "pins")):
-        for k in src or {}:
-            if k not in dst:
-                raise ValueError("board: unknown %s key '%s' (known: %s)"
-                                 % (what, k, ", ".join(sorted(dst))))
-            dst[k] = src[k]
+    c, p = assemble.merge(CONFIG, PINS, config, pins)
     n = c["series_cells"]
     if not 1 <= n <= min(16, 4 * len(c["ads_addrs"]), len(p["bleed"])):
         raise ValueError("board: series_cells must be 1..%d with %d ADS1115 and %d bleed pins"
@@ -51,23 +44,9 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
     """Drivers on a given bus, NTC read_u16 callables and pin(number, active_high) factory;
     make_board() passes machine's, tests pass simulated ones."""
     c, p = settings(config, pins)
-    n = c["series_cells"]
-    mon = ina228.INA228 if c["current_monitor"] == "ina228" else ina226.INA226
-    current = mon(i2c, c["current_addr"], c["shunt_ohm"], c["max_current_a"],
-                  invert=c["invert_current"])
-    adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
-    ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
-    bank = ads1115.TapBank(adcs, ratios)   # the chips convert in parallel
-    model = ntc.Beta(c["ntc_r0_ohm"], c["ntc_t0_c"], c["ntc_beta"])
-    temps = [ntc.Ntc(read_u16s[k], model, c["ntc_fixed_ohm"]) for k in range(c["n_ntc"])]
-    hi, bhi = c["fet_active_high"], c["bleed_active_high"]
-    b = sensors.Board(current, bank.taps, temps, c["cell_temp"], True,
-                      fet.Fet(pin(p["charge_fet"], hi), hi, "charge"),
-                      fet.Fet(pin(p["discharge_fet"], hi), hi, "discharge"),
-                      fet.FetBank([pin(x, bhi) for x in p["bleed"][:n]], bhi),
-                      "pico", bank.scan)
-    b.i2c = i2c
-    return b
+    taps, scan = assemble.ads_taps(i2c, c, c["series_cells"])
+    return assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
+                          assemble.ntcs(read_u16s, c), "pico", scan)
 
 
 def make_board(config=None, pins=None):
