@@ -37,10 +37,6 @@ def shift_path(time_s, current_a, temp_c, diffusion):
     a[1:] = np.exp(-dt[1:] / (diffusion["tau_s"] * f[:-1]))
     u = np.zeros(n)
     u[1:] = (1.0 - a[1:]) * g * f[:-1] * np.asarray(current_a, dtype=float)[1:]
-    from scipy.signal import lfilter
-    if np.all(a[1:] == a[1]):
-        d[1:] = lfilter([1.0], [1.0, -a[1]], u[1:])
-        return d
     x = 0.0
     al, ul = a.tolist(), u.tolist()
     for k in range(1, n):

@@ -71,7 +71,7 @@ class CellModel:
         """(v without the R0 drop, R0 * i) per record, for one segment."""
         import numpy as np
 
-        from .ecm import kinetic_np
+        from .ecm import kinetic_np, shift_path
 
         soc = soc0 - np.cumsum(seg.i * seg.dt) / (cap_ah * 3600.0)
         soc_prev = np.concatenate(([soc0], soc[:-1]))
@@ -100,7 +100,11 @@ class CellModel:
         r0 = np.where(seg.i >= 0, self.lookup("r0_ohm", soc, tc),
                       self.lookup("r0c_ohm", soc, tc))
         kin = kinetic_np(seg.i, self.lookup("i0_a", soc, tc), tc)
-        base = self.lookup("ocv_v", soc, tc) - v1 - v2 - kin
+        # the diffusion shift (model.shift_update) from rest at the segment's start
+        d = shift_path(np.concatenate(([0.0], np.cumsum(seg.dt))),
+                       np.concatenate(([0.0], seg.i)), np.concatenate(([tc[0]], tc)),
+                       self.tables.diffusion)[1:]
+        base = self.lookup("ocv_v", soc - d, tc) - v1 - v2 - kin
         # the loss that heats the cell, less the R0 part: i * (v1 + kinetic) + k2 * i * v2
         k2 = float(self.th.get("heat_v2_fraction", 1.0))
         return base, r0 * seg.i, seg.i * (v1 + kin) + k2 * seg.i * v2, soc
