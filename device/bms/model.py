@@ -108,8 +108,9 @@ def _bracket(p, start, n, x):
     return j, (x - g0) / (p[start + j + 1] - g0)
 
 
-def lookup(p, soc, temp_c, out):
-    """Bilinear lookup of all tables at (soc, temp_c) into out[0:NTAB]."""
+def lookup(p, soc, temp_c, out, ntab=NTAB):
+    """Bilinear lookup of the first ntab tables (all by default; 1 = the OCV alone) at
+    (soc, temp_c) into out[0:ntab]."""
     ns = int(p[N_SOC])
     nt = int(p[N_TEMP])
     i, ws = _bracket(p, HEADER, ns, soc)
@@ -126,23 +127,10 @@ def lookup(p, soc, temp_c, out):
     r10 = j1 * ns + i
     r11 = j1 * ns + i1
     step = ns * nt
-    for k in range(NTAB):
+    for k in range(ntab):
         o = base + k * step
         out[k] = a * p[o + r00] + b * p[o + r01] + c * p[o + r10] + d * p[o + r11]
     return out
-
-
-def ocv_at(p, soc, temp_c):
-    """Bilinear lookup of the OCV table alone."""
-    ns = int(p[N_SOC])
-    nt = int(p[N_TEMP])
-    i, ws = _bracket(p, HEADER, ns, soc)
-    j, wt = _bracket(p, HEADER + ns, nt, temp_c)
-    i1 = i + 1 if ns > 1 else i
-    j1 = j + 1 if nt > 1 else j
-    o = HEADER + ns + nt
-    return ((1.0 - ws) * (1.0 - wt) * p[o + j * ns + i] + ws * (1.0 - wt) * p[o + j * ns + i1]
-            + (1.0 - ws) * wt * p[o + j1 * ns + i] + ws * wt * p[o + j1 * ns + i1])
 
 
 def shift_ahead(p, i_a, tc, dt_s):
@@ -203,12 +191,14 @@ def voltage(p, soc, v1, v2, tc, i_a, tab):
     """Terminal voltage at the state (after step) for current i_a."""
     lookup(p, soc, tc, tab)
     r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
-    u = tab[OCV] if p[SHIFT] == 0.0 else ocv_at(p, soc - p[SHIFT], tc)
-    return u - v1 - v2 - r0 * i_a - kinetic_v(i_a, tab[I0], tc)
+    eta = kinetic_v(i_a, tab[I0], tc)
+    if p[SHIFT] != 0.0:
+        lookup(p, soc - p[SHIFT], tc, tab, 1)   # OCV at the diffusion-shifted SOC
+    return tab[OCV] - v1 - v2 - r0 * i_a - eta
 
 
 def ocv(p, soc, temp_c, tab):
-    lookup(p, soc, temp_c, tab)
+    lookup(p, soc, temp_c, tab, 1)
     return tab[OCV]
 
 

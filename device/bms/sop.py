@@ -37,8 +37,8 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     # the diffusion shift: its decay from now, and its growth per amp over the horizon
     d0 = model.shift_ahead(p, 0.0, tc, horizon_s)
     g_h = model.shift_ahead(p, 1.0, tc, horizon_s) - d0
+    ocv0 = model.ocv(p, soc - d0, tc, tab)
     model.lookup(p, soc, tc, tab)
-    ocv0 = model.ocv_at(p, soc - d0, tc)
     rc0 = v1 * a1 + v2 * a2
     # Voltage after T at current I (discharge positive):
     #   V = ocv0 - slope*I*(T/Q + g_h) - rc0 - (R1(1-a1) + R2(1-a2) + r0) I

@@ -588,12 +588,7 @@ class LinearProblem:
                 AtA[np.ix_(cols, cols)] += np.outer(g, g)
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
-            si, sw = _bracket_np(grid_soc, soc[rows])
-            tj, tw = _bracket_np(grid_t, tc)
-            si1 = np.minimum(si + 1, ns - 1)
-            tj1 = np.minimum(tj + 1, nt - 1)
-            idx = np.stack([tj * ns + si, tj * ns + si1, tj1 * ns + si, tj1 * ns + si1], 1)
-            wts = np.stack([(1 - sw) * (1 - tw), sw * (1 - tw), (1 - sw) * tw, sw * tw], 1)
+            idx, wts = _bilinear(grid_soc, grid_t, soc[rows], tc)
             self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
                                "tc": tc, "idx": idx, "wts": wts, "bias": bias,
                                "w_bias": wb})
@@ -721,11 +716,6 @@ class LinearProblem:
             new[name] = x[k * self.npar:(k + 1) * self.npar].reshape(self.nt, self.ns)
         new["ocv_v"] = np.array([_monotone(r) for r in new["ocv_v"]])
         return new
-
-
-def _bracket_np(grid, x):
-    from . import ecm
-    return ecm.bracket(grid, x)
 
 
 def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):

@@ -154,7 +154,7 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     tab = [0.0] * model.NTAB
     d = p[model.SHIFT]
     v = model.voltage(p, 0.5, 0.0, 0.0, 25.0, 0.0, tab)
-    assert abs(v - model.ocv_at(p, 0.5 - d, 25.0)) < 1e-12   # at rest: OCV at soc - d
+    assert abs(v - model.ocv(p, 0.5 - d, 25.0, tab)) < 1e-12   # at rest: OCV at soc - d
     assert v < model.ocv(p, 0.5, 25.0, tab) - 1e-4
     # slower and larger in the cold (Arrhenius), and it relaxes back at rest
     p[model.SHIFT] = 0.0

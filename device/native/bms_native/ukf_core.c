@@ -172,8 +172,8 @@ static int bracket(const bms_real *g, int n, bms_real v, bms_real *w) {
     return j;
 }
 
-/* Bilinear lookup of all tables at (soc, temp_c) into tab. */
-static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab) {
+/* Bilinear lookup of the first ntab tables (1 = the OCV alone) at (soc, temp_c) into tab. */
+static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab, int ntab) {
     const bms_real *p = m->p;
     int ns = m->ns, nt = m->nt;
     bms_real ws, wt, a, b, c, d;
@@ -188,7 +188,7 @@ static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab
     b = ws * (BMS_C(1.0) - wt);
     c = (BMS_C(1.0) - ws) * wt;
     d = ws * wt;
-    for (k = 0; k < BMS_NTAB; k++, t += ns * nt) {
+    for (k = 0; k < ntab; k++, t += ns * nt) {
         tab[k] = a * t[r00] + b * t[r01] + c * t[r10] + d * t[r11];
     }
 }
@@ -207,7 +207,7 @@ static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c
                        bms_real dt_s, bms_real *tab) {
     const bms_real *p = m->p;
     bms_real a1, a2, r0, r2, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
-    lookup(m, s[0], s[3], tab);
+    lookup(m, s[0], s[3], tab, BMS_NTAB);
     a1 = BMS_EXP(-dt_s / tab[T_TAU1]);
     a2 = BMS_EXP(-dt_s / tab[T_TAU2]);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * p[R0_SCALE];
@@ -231,30 +231,18 @@ static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c
     s[4] = (a11 * b2 + g1 * b1) / det;
 }
 
-/* The OCV table alone at (soc, temp_c) (model.ocv_at). */
-static bms_real ocv_at(const params *m, bms_real soc, bms_real temp_c) {
-    const bms_real *p = m->p;
-    int ns = m->ns, nt = m->nt;
-    bms_real ws, wt;
-    int i = bracket(p + BMS_HEADER, ns, soc, &ws);
-    int j = bracket(p + BMS_HEADER + ns, nt, temp_c, &wt);
-    int i1 = ns > 1 ? i + 1 : i;
-    int j1 = nt > 1 ? j + 1 : j;
-    const bms_real *t = p + BMS_HEADER + ns + nt;
-    return (BMS_C(1.0) - ws) * (BMS_C(1.0) - wt) * t[j * ns + i]
-           + ws * (BMS_C(1.0) - wt) * t[j * ns + i1]
-           + (BMS_C(1.0) - ws) * wt * t[j1 * ns + i] + ws * wt * t[j1 * ns + i1];
-}
-
 /* Terminal voltage (model.voltage) in V: OCV at the diffusion-shifted SOC. */
 static bms_real model_voltage(const params *m, const bms_real *s, bms_real i_a,
                               bms_real *tab) {
-    bms_real r0, u;
+    bms_real r0, eta;
     bms_real d = m->p[SHIFT];
-    lookup(m, s[0], s[3], tab);
+    lookup(m, s[0], s[3], tab, BMS_NTAB);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * m->p[R0_SCALE];
-    u = d == BMS_C(0.0) ? tab[T_OCV] : ocv_at(m, s[0] - d, s[3]);
-    return u - s[1] - s[2] - r0 * i_a - kinetic_v(i_a, tab[T_I0], s[3]);
+    eta = kinetic_v(i_a, tab[T_I0], s[3]);
+    if (d != BMS_C(0.0)) {
+        lookup(m, s[0] - d, s[3], tab, 1); /* OCV at the diffusion-shifted SOC */
+    }
+    return tab[T_OCV] - s[1] - s[2] - r0 * i_a - eta;
 }
 
 /* ---- filter (ukf.py) ------------------------------------------------------------- */
