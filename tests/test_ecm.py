@@ -47,7 +47,8 @@ def _with_r2c_k2(cal):
 
 def _with_diffusion(cal):
     """Plus a diffusion shift large enough to move the voltage by tens of mV."""
-    cal["diffusion"] = {"shift_per_a": 0.01, "tau_s": 60.0, "activation_k": 3000.0}
+    cal["diffusion"] = {"shift_per_a": 0.01, "tau_s": 60.0, "activation_k": 3000.0,
+                        "shift_per_a_chg": 0.004}
     return cal
 
 
@@ -75,6 +76,15 @@ def test_ecm_equals_device_simulator():
     assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
     assert p[model.HEAT_V2] == 0.35
     assert p[model.SHIFT_GAIN] == 0.01 and p[model.SHIFT_E] == 3000.0
+    assert p[model.SHIFT_GAIN_CHG] == 0.004
+    # the charge gain matters (the trace charges), and without it the gain is one
+    one = dict(cal, diffusion=dict(cal["diffusion"], shift_per_a_chg=0.01))
+    sym = ecm.simulate(ecm.Tables.from_cal(one), t, i, ta, soc0, temp0)
+    assert np.max(np.abs(sym["voltage_v"] - v)) > 1e-3
+    del one["diffusion"]["shift_per_a_chg"]
+    assert model.pack(one)[model.SHIFT_GAIN_CHG] == 0.01
+    assert np.max(np.abs(ecm.simulate(ecm.Tables.from_cal(one), t, i, ta, soc0,
+                                      temp0)["voltage_v"] - sym["voltage_v"])) == 0.0
     # the diffusion shift matters; without it the OCV is read at the SOC itself
     del cal["diffusion"]
     nod = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)

@@ -32,8 +32,11 @@ THERMAL = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_am
 # Optional thermal keys within [0, 1]: the fraction of i*v2 (slow RC) counted as heat.
 THERMAL_FRACTIONS = ("heat_v2_fraction",)
 # Optional solid-diffusion term (model.py): OCV read at a SOC shifted by a lag of the
-# current. Each key: (lowest, highest) accepted value.
-DIFFUSION = {"shift_per_a": (0.0, 0.1), "tau_s": (1.0, 1e5), "activation_k": (0.0, 2e4)}
+# current. Each key: (lowest, highest) accepted value. shift_per_a_chg, the gain on
+# charge, may be left out (then shift_per_a both ways).
+DIFFUSION = {"shift_per_a": (0.0, 0.5), "tau_s": (1.0, 1e5), "activation_k": (0.0, 2e4),
+             "shift_per_a_chg": (0.0, 0.5)}
+DIFFUSION_OPTIONAL = ("shift_per_a_chg",)
 
 
 class CalibrationError(ValueError):
@@ -176,6 +179,8 @@ def validate(cal, series_cells=None):
         if not isinstance(dif, dict):
             raise CalibrationError("calibration: field 'diffusion' must be an object")
         for k in DIFFUSION:
+            if k in DIFFUSION_OPTIONAL and k not in dif:
+                continue
             v = _need(dif, k, "diffusion.")
             lo, hi = DIFFUSION[k]
             if not _num(v) or v < lo or v > hi:

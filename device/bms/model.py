@@ -27,6 +27,9 @@
 #   [9] shift d (SOC fraction; the state of the diffusion lag, written by shift_update)
 #   [10] shift gain g at 25 degC (SOC fraction per A; 0 = no diffusion term)
 #   [11] shift time constant tau at 25 degC (s)  [12] its activation E (K, = Ea / R)
+#   [13] shift gain on charge (i < 0; = [10] when the calibration has no
+#        diffusion.shift_per_a_chg): an LFP cathode is diffusion-limited filling up
+#        (discharge) far more than emptying
 #   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
 #   rows of n_soc values.
 import math
@@ -44,7 +47,8 @@ SHIFT = 9
 SHIFT_GAIN = 10
 SHIFT_TAU = 11
 SHIFT_E = 12
-HEADER = 13
+SHIFT_GAIN_CHG = 13
+HEADER = 14
 
 # Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
 # i0 is the exchange current of a Butler-Volmer term: the cell's pulse resistance
@@ -76,7 +80,8 @@ def pack(cal, capacity_ah=None):
          th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0,
          float(th.get("heat_v2_fraction", 1.0)), 0.0,
          float(dif.get("shift_per_a", 0.0)), float(dif.get("tau_s", 100.0)),
-         float(dif.get("activation_k", 0.0))]
+         float(dif.get("activation_k", 0.0)),
+         float(dif.get("shift_per_a_chg", dif.get("shift_per_a", 0.0)))]
     p.extend(float(v) for v in soc)
     p.extend(float(v) for v in temp)
     for name in TABLES:
@@ -136,7 +141,7 @@ def lookup(p, soc, temp_c, out, ntab=NTAB):
 def shift_ahead(p, i_a, tc, dt_s):
     """The diffusion shift after dt_s more seconds of current i_a (A) at core temperature
     tc (degC, the state before the step); p is not changed."""
-    g = p[SHIFT_GAIN]
+    g = p[SHIFT_GAIN] if i_a >= 0.0 else p[SHIFT_GAIN_CHG]
     if g == 0.0 and p[SHIFT] == 0.0:
         return 0.0
     f = math.exp(p[SHIFT_E] * (1.0 / (tc + 273.15) - 1.0 / 298.15))

@@ -34,9 +34,10 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     hi_soc = soc + ds if soc + ds <= 1.0 else soc
     lo_soc = hi_soc - 2 * ds if hi_soc - 2 * ds >= 0.0 else 0.0
     slope = (model.ocv(p, hi_soc, tc, tab) - model.ocv(p, lo_soc, tc, tab)) / (hi_soc - lo_soc)
-    # the diffusion shift: its decay from now, and its growth per amp over the horizon
+    # the diffusion shift: its decay from now, and its growth per amp (in this direction,
+    # as its gain differs by direction) over the horizon
     d0 = model.shift_ahead(p, 0.0, tc, horizon_s)
-    g_h = model.shift_ahead(p, 1.0, tc, horizon_s) - d0
+    g_h = sign * (model.shift_ahead(p, sign, tc, horizon_s) - d0)
     ocv0 = model.ocv(p, soc - d0, tc, tab)
     model.lookup(p, soc, tc, tab)
     rc0 = v1 * a1 + v2 * a2

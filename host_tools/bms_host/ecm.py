@@ -26,9 +26,10 @@ def shift_path(time_s, current_a, temp_c, diffusion):
     """The diffusion shift d (SOC fraction) per row for a current and a core temperature
     path (row k's shift uses the temperature of row k-1, as model.shift_update)."""
     g = diffusion["shift_per_a"]
+    gc = diffusion.get("shift_per_a_chg", g)
     n = len(current_a)
     d = np.zeros(n)
-    if g == 0.0:
+    if g == 0.0 and gc == 0.0:
         return d
     f = np.exp(diffusion["activation_k"] * (1.0 / (np.asarray(temp_c, dtype=float) + 273.15)
                                             - 1.0 / 298.15))
@@ -36,7 +37,8 @@ def shift_path(time_s, current_a, temp_c, diffusion):
     a = np.ones(n)
     a[1:] = np.exp(-dt[1:] / (diffusion["tau_s"] * f[:-1]))
     u = np.zeros(n)
-    u[1:] = (1.0 - a[1:]) * g * f[:-1] * np.asarray(current_a, dtype=float)[1:]
+    i = np.asarray(current_a, dtype=float)[1:]
+    u[1:] = (1.0 - a[1:]) * np.where(i >= 0.0, g, gc) * f[:-1] * i
     x = 0.0
     al, ul = a.tolist(), u.tolist()
     for k in range(1, n):
@@ -187,6 +189,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     # the diffusion shift: OCV is read at soc - d (bisect along the SOC grid per row)
     dif = tb.diffusion
     sg, se, stau = dif["shift_per_a"], dif["activation_k"], dif["tau_s"]
+    sgc = dif.get("shift_per_a_chg", sg)
     socl = soc.tolist()
     grid = tb.soc.tolist()
     ocv_rows = tb.tab["ocv_v"].tolist()
@@ -228,10 +231,10 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             e = log(ax + sqrt(ax * ax + 1.0))
             eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
             heat = i * (r0 * i + v1 + eta) + k2 * i * v2
-            if sg != 0.0:
+            if sg != 0.0 or sgc != 0.0:
                 f = exp(se * (1.0 / (tk + 273.15) - 1.0 / 298.15))
                 a = exp(-d / (stau * f))
-                dsh = a * dsh + (1.0 - a) * sg * f * i
+                dsh = a * dsh + (1.0 - a) * (sg if i >= 0.0 else sgc) * f * i
             r2 = r2d if i >= 0.0 else r2c
             v1 = a1 * v1 + r1 * (1.0 - a1) * i
             v2 = a2 * v2 + r2 * (1.0 - a2) * i
@@ -368,7 +371,8 @@ def pack(tables, r0_scale=1.0):
          th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"],
          float(r0_scale), float(th.get("heat_v2_fraction", 1.0)), 0.0,
          float(tables.diffusion["shift_per_a"]), float(tables.diffusion["tau_s"]),
-         float(tables.diffusion["activation_k"])]
+         float(tables.diffusion["activation_k"]),
+         float(tables.diffusion.get("shift_per_a_chg", tables.diffusion["shift_per_a"]))]
     p.extend(tables.soc.tolist())
     p.extend(tables.temp.tolist())
     for name in Tables.NAMES:

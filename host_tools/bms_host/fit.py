@@ -520,7 +520,8 @@ def _row_selection(case, rest_weight=1):
 def case_shift(case, diffusion):
     """The diffusion shift per row of a trace at its measured core temperature."""
     from . import ecm
-    if not diffusion or diffusion["shift_per_a"] == 0.0:
+    if not diffusion or (diffusion["shift_per_a"] == 0.0
+                         and diffusion.get("shift_per_a_chg", 0.0) == 0.0):
         return None
     tc = case.cols.get("temp_core_c", case.cols["temperature_c"])
     return ecm.shift_path(case.cols["time_s"], case.cols["current_a"], tc, diffusion)
@@ -905,28 +906,35 @@ def extend_temperature(temps, tabs, ocv, t_new):
 
 
 def search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=None):
-    """Choose the diffusion shift (gain and time constant at 25 degC; activation fixed)
-    among a few candidates: for each, the linear tables are re-solved at the exchange
-    currents of the fit without the shift (tabs0), and the candidate scores the RMS voltage
-    error of the fit-role traces (at their measured core temperature). Held-out traces
-    take no part."""
+    """Choose the diffusion shift (gains on discharge and charge, time constant at 25 degC,
+    activation) among a few candidates: for each, the linear tables are re-solved at the
+    exchange currents of the fit without the shift (tabs0), and the candidate scores the
+    RMS voltage error of the fit-role traces (at their measured core temperature).
+    Held-out traces take no part."""
     best = None
     scores = []
-    for cand in [(0.0, 100.0)] + [tuple(c) for c in opts["shift_candidates"]]:
-        g, tau = cand[:2]
-        e = cand[2] if len(cand) > 2 else opts["shift_activation_k"]
-        dif = {"shift_per_a": g, "tau_s": tau, "activation_k": e}
+    for cand in [dict(NO_DIFFUSION_CAND)] + [dict(c) for c in opts["shift_candidates"]]:
+        dif = {"shift_per_a": cand["g"], "tau_s": cand["tau_s"],
+               "activation_k": cand.get("e_k", opts["shift_activation_k"]),
+               "shift_per_a_chg": cand.get("g_chg", cand["g"])}
         lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20, dict(opts, diffusion=dif))
         x, _ = lp.solve(tabs0["i0_a"], bounded=True)
         score = 1e3 * lp.trace_rms(tabs0["i0_a"], x)
-        scores.append("%g/A %gs %gK: %.2f mV" % (g, tau, e, score))
+        scores.append("%s: %.2f mV" % (_dif_str(dif), score))
         if best is None or score < best[0]:
             best = (score, dif)
     if log:
-        log("fit: diffusion shift candidates (RMS over fit traces) %s; chose %g/A, %g s, %g K"
-            % ("; ".join(scores), best[1]["shift_per_a"], best[1]["tau_s"],
-               best[1]["activation_k"]))
+        log("fit: diffusion shift candidates (RMS over fit traces) %s; chose %s"
+            % ("; ".join(scores), _dif_str(best[1])))
     return best[1]
+
+
+NO_DIFFUSION_CAND = {"g": 0.0, "tau_s": 100.0}
+
+
+def _dif_str(dif):
+    return "%g/A (charge %g/A) %g s %g K" % (dif["shift_per_a"], dif["shift_per_a_chg"],
+                                            dif["tau_s"], dif["activation_k"])
 
 
 # ------------------------------------------------------------------ step 5: thermal
@@ -1039,10 +1047,15 @@ def default_options():
             "smooth_r_temp": 0.0, "smooth_ocv": 0.3, "prior_ocv": 0.1, "prior_r": 1e-3,
             "core_temp_weight": 0.3, "thermal_heat": "data", "fit_heat_v2": True,
             "r2c_tie": 1e-2,
-            # solid-diffusion shift (model.py): "search" tries these (gain SOC/A, tau s at
-            # 25 degC) against none; activation E = Ea/R (3600 K ~ 30 kJ/mol)
+            # solid-diffusion shift (model.py): "search" tries these against none: gain g
+            # (SOC/A) on discharge and g_chg on charge (default g), tau at 25 degC, and
+            # activation e_k = Ea/R (default shift_activation_k, 3600 K ~ 30 kJ/mol).
+            # The last is an LFP cathode's, read off its 1C rate test: large, flat in
+            # temperature and one-sided (the discharge stops with 15 % SOC left, the
+            # charge with 1 %; the rest after relaxes over ~300 s)
             "diffusion": "search",
-            "shift_candidates": [[0.001, 50.0], [0.0015, 100.0], [0.003, 100.0]],
+            "shift_candidates": [{"g": 0.0015, "tau_s": 100.0},
+                                 {"g": 0.07, "g_chg": 0.01, "tau_s": 300.0, "e_k": 0.0}],
             "shift_activation_k": 3600.0,
             # rows rested >= 10 min count this many times: the OCV the filter sees at rest
             "rest_weight": 10,

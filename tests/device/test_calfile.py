@@ -98,8 +98,11 @@ def test_optional_diffusion_names_the_field():
     cal = sample()
     cal["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0, "activation_k": 3600.0}
     assert calfile.loads(encode(cal))[0]["diffusion"]["tau_s"] == 100.0
+    cal["diffusion"]["shift_per_a_chg"] = 0.0005     # optional: the gain on charge
+    assert calfile.loads(encode(cal))[0]["diffusion"]["shift_per_a_chg"] == 0.0005
     for key, bad in (("shift_per_a", -0.001), ("tau_s", 0.0), ("activation_k", "hot"),
-                     ("shift_per_a", 0.5)):
+                     ("shift_per_a", 0.6), ("shift_per_a_chg", -0.001),
+                     ("shift_per_a_chg", "fast")):
         c = sample()
         c["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0, "activation_k": 3600.0}
         c["diffusion"][key] = bad

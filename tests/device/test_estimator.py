@@ -166,6 +166,10 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     for _ in range(3000):
         model.shift_update(p, 0.0, 25.0, 1.0)
     assert abs(p[model.SHIFT]) < 1e-9
+    # the gain on charge is its own: a charge settles at -g_chg * I
+    p[model.SHIFT_GAIN_CHG] = 0.25 * g
+    assert abs(model.shift_ahead(p, -CAP, 25.0, 1e6) + 0.25 * g * CAP) < 1e-12
+    assert abs(model.shift_ahead(p, CAP, 25.0, 1e6) - g * CAP) < 1e-12
 
 
 def test_cells_sharing_one_params_array_equal_cells_with_their_own():

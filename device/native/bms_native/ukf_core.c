@@ -23,7 +23,7 @@
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
 enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2, SHIFT,
-       SHIFT_GAIN, SHIFT_TAU, SHIFT_E };
+       SHIFT_GAIN, SHIFT_TAU, SHIFT_E, SHIFT_GAIN_CHG };
 enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
@@ -125,6 +125,7 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     }
     /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
     if (!finite(p[SHIFT]) || !(p[SHIFT_GAIN] >= BMS_C(0.0)) || !finite(p[SHIFT_GAIN])
+        || !(p[SHIFT_GAIN_CHG] >= BMS_C(0.0)) || !finite(p[SHIFT_GAIN_CHG])
         || !(p[SHIFT_TAU] > BMS_C(0.0)) || !finite(p[SHIFT_TAU]) || !finite(p[SHIFT_E])) {
         return BMS_PARAMS_CONSTS;
     }
@@ -136,7 +137,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_OK:
         return "params are valid";
     case BMS_PARAMS_SHORT:
-        return "params are shorter than their 13-value header";
+        return "params are shorter than their 14-value header";
     case BMS_PARAMS_COUNTS:
         return "params header n_soc/n_temp must be whole numbers from 1 to 128/32";
     case BMS_PARAMS_LENGTH:

@@ -27,7 +27,7 @@ typedef float bms_real;
 #define BMS_OUT_SIZE 5                /* v_pred V, ts_pred, innovation mV, NIS, status */
 #define BMS_U_SIZE 5                  /* i_a, ta_c, dt_s, v_meas V, ts_meas degC */
 #define BMS_NTAB 9                    /* tables in the flat params, see model.py */
-#define BMS_HEADER 13                 /* params header length */
+#define BMS_HEADER 14                 /* params header length */
 #define BMS_MAX_SOC 128               /* largest accepted table grid */
 #define BMS_MAX_TEMP 32
 
