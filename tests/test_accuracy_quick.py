@@ -22,3 +22,20 @@ def test_random_25c_meets_the_floors():
     assert u["max"] <= bench.FLOOR_MAX, u
     assert u["cover"] >= bench.FLOOR_COVER, u
     assert r["tc_rmse"] <= bench.FLOOR_TCORE, r["tc_rmse"]
+
+
+def test_lfp_cell_runs_on_its_own_traces_and_calibration(capsys):
+    # --cell picks data/lfp and calibration/lfp.json; the filter stays honest on LFP (its
+    # 3-sigma band covers the truth) though the floors are the LG M50's
+    from bms import backends
+
+    if not (bench.REPO / "data" / "lfp" / "cp_25C.csv").is_file():
+        pytest.skip("data/lfp not generated")
+    backend = "native" if backends.available("native")[0] else "python"
+    bench.main(["--cell", "lfp", "--cases", "cp_25C", "--no-peer", "--backend", backend])
+    out = capsys.readouterr().out
+    assert "A123 LFP" in out
+    row = next(line for line in out.splitlines() if line.startswith("cp_25C"))
+    cells = [c.strip() for c in row.split("|")]
+    assert float(cells[5]) >= bench.FLOOR_COVER, row
+    assert float(cells[3]) < 2.0, row          # SOC RMSE in %: the shift keeps the knee

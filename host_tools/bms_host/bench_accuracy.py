@@ -22,6 +22,10 @@ temperature RMSE <= 0.5 degC, and at most half the error of reading the surface 
 the core, on profiles that heat the core >= 1 degC above the can. The same table shows
 the peers: coulomb counting, OCV lookup (SOC from the measured voltage, no dynamics) and
 filterpy's UnscentedKalmanFilter on the same model, with time per step for both filters.
+
+`--cell lfp` runs the same on the A123 LFP traces (`data/lfp/`, `Prada2013`) with its
+calibration; make bench-accuracy shows it after the LG M50 table. The floors above are
+the LG M50's; on LFP they are printed for comparison only.
 """
 import argparse
 import sys
@@ -33,6 +37,8 @@ from .evaluate import soc_metrics
 
 DATA_DIR = REPO / "data" / "lgm50"
 CAL_PATH = CALIBRATION_DIR / "lgm50.json"
+# --cell: the cell's traces and its pipeline calibration
+CELLS = {"lgm50": "LG M50", "lfp": "A123 LFP"}
 
 HELD_OUT = ("random", "cp", "fastcharge")
 FIT = ("dst",)
@@ -81,10 +87,10 @@ def parse_case(text):
     return prof, amb, amb in AMBIENTS
 
 
-def load_truth(profile, amb, t_end=None):
+def load_truth(profile, amb, t_end=None, data_dir=DATA_DIR):
     from .traces import read_trace
 
-    tr = read_trace(DATA_DIR / (case_name(profile, amb) + ".csv"))
+    tr = read_trace(data_dir / (case_name(profile, amb) + ".csv"))
     if t_end is not None:
         keep = tr["time_s"] <= t_end
         tr = {k: v[keep] for k, v in tr.items()}
@@ -218,10 +224,11 @@ def ocv_lookup(cal, meas):
     return out
 
 
-def run_case(cal, profile, amb, backend=None, cfg=None, peer=True, t_end=None):
+def run_case(cal, profile, amb, backend=None, cfg=None, peer=True, t_end=None,
+             data_dir=DATA_DIR):
     import numpy as np
 
-    tr = load_truth(profile, amb, t_end)
+    tr = load_truth(profile, amb, t_end, data_dir)
     seed = SEED + zlib.crc32(case_name(profile, amb).encode())
     meas = measure(tr, seed)
     truth = tr["soc_true"]
@@ -297,7 +304,8 @@ def table_rows(results):
     return rows
 
 
-def print_table(results, out=sys.stdout):
+def print_table(results, out=None):
+    out = out or sys.stdout
     rows = [HEADER] + table_rows(results)
     widths = [max(len(r[k]) for r in rows) for k in range(len(HEADER) - 1)]
     for r in rows:
@@ -316,8 +324,9 @@ FLOOR_TEXT = (
 )
 
 
-def summarise(results, out=sys.stdout):
+def summarise(results, out=None):
     """Print PASS/FAIL per floor over the counted cases; returns True if all pass."""
+    out = out or sys.stdout
     ok_all = True
     out.write("\nFloors (issue 3), over the counted cases (0/25/45 degC; * rows not counted):\n")
     for key, text in FLOOR_TEXT:
@@ -343,8 +352,12 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=None,
                     help="cases to run, e.g. random_25C cp_m10C (default: all)")
     ap.add_argument("--no-peer", action="store_true", help="skip filterpy (slow, ~1 ms/step)")
-    ap.add_argument("--calibration", default=str(CAL_PATH))
+    ap.add_argument("--cell", choices=sorted(CELLS), default="lgm50",
+                    help="whose traces (data/CELL) and calibration (calibration/CELL.json)")
+    ap.add_argument("--calibration", default=None, help="default calibration/CELL.json")
     args = ap.parse_args(argv)
+    data_dir = REPO / "data" / args.cell
+    cal_path = args.calibration or str(CALIBRATION_DIR / (args.cell + ".json"))
 
     use_device_code()
     from bms import backends
@@ -358,18 +371,18 @@ def main(argv=None):
         return 2
     cases = [parse_case(c) for c in args.cases] if args.cases else all_cases(args.quick)
     for prof, amb, _ in cases:
-        if not (DATA_DIR / (case_name(prof, amb) + ".csv")).is_file():
+        if not (data_dir / (case_name(prof, amb) + ".csv")).is_file():
             print("error: no trace %s in %s: run `make calibration` (or name an existing case)"
-                  % (case_name(prof, amb) + ".csv", DATA_DIR), file=sys.stderr)
+                  % (case_name(prof, amb) + ".csv", data_dir), file=sys.stderr)
             return 2
-    cal = load_cal(args.calibration)
-    print("Accuracy: LG M50 (PyBaMM DFN) | backend %s | noise 5 mV, 20 mA, +30 mA offset, "
+    cal = load_cal(cal_path)
+    print("Accuracy: %s (PyBaMM DFN) | backend %s | noise 5 mV, 20 mA, +30 mA offset, "
           "0.1 degC | start 20 SOC points off | metrics after %d s (SOC in %%, T in degC)"
-          % (backend, SKIP_S))
+          % (CELLS[args.cell], backend, SKIP_S))
     results = []
     us_ours, us_fp = [], []
     for prof, amb, counted in cases:
-        r = run_case(cal, prof, amb, backend, peer=not args.no_peer)
+        r = run_case(cal, prof, amb, backend, peer=not args.no_peer, data_dir=data_dir)
         r["counted"] = counted
         results.append(r)
         us_ours.append(r["us"])
