@@ -122,6 +122,26 @@ def test_fit_finds_the_kinetic_term_and_writes_the_report_next_to_the_file(tmp_p
         assert held["rmse_mv"] < 16.0 and abs(held["bias_mv"]) < 8.0, (amb, held)
 
 
+def test_pulse_fit_keeps_the_time_constants_in_their_ranges():
+    # a 700 s pulse and rest of a cell whose pairs are 25 s and 400 s: the time constants
+    # come back near those, and a narrower range for the fast pair (opts tau1_range_s)
+    # holds it there
+    from bms_host import fit
+    t = np.arange(0.0, 1600.0)
+    i = np.where((t > 100) & (t <= 800), 5.0, 0.0)
+    v = np.full(len(t), 3.7)
+    a1, a2 = math.exp(-1.0 / 25.0), math.exp(-1.0 / 400.0)
+    v1 = v2 = 0.0
+    for k in range(1, len(t)):
+        v1 = a1 * v1 + 0.01 * (1.0 - a1) * i[k]
+        v2 = a2 * v2 + 0.02 * (1.0 - a2) * i[k]
+        v[k] -= 0.015 * i[k] + v1 + v2
+    f = fit.local_fit(t, i, v, np.full(len(t), 3.7))
+    assert 20.0 < f["tau1"] < 30.0 and 350.0 < f["tau2"] < 450.0, f
+    g = fit.local_fit(t, i, v, np.full(len(t), 3.7), tau1_range=(0.5, 10.0))
+    assert g["tau1"] <= 10.0 + 1e-9, g
+
+
 def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
     data = tmp_path / "data"
     make_dataset(data, ambients=(25.0,))
