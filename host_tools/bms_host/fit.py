@@ -875,6 +875,7 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
         from . import ecm
         i0 = np.full((nt, len(grid_soc)), ecm.I0_NONE)
     x, _ = lp.solve(i0, bounded=True)
+    info["trace_rms_mv"] = 1e3 * lp.trace_rms(i0, x) if lp.items else float("nan")
     new = dict(tabs)
     new.update(lp.tables(x))
     new["i0_a"] = i0
@@ -912,21 +913,27 @@ def extend_temperature(temps, tabs, ocv, t_new):
     return list(temps) + [float(t_new)], out, np.vstack([ocv, ocv[-1]])
 
 
-def search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=None):
+def search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=None,
+                     none_mv=None):
     """Choose the diffusion shift (gains on discharge and charge, time constant at 25 degC,
     activation) among a few candidates: for each, the linear tables are re-solved at the
     exchange currents of the fit without the shift (tabs0), and the candidate scores the
     RMS voltage error of the fit-role traces (at their measured core temperature).
-    Held-out traces take no part."""
+    Held-out traces take no part. none_mv: the score of no shift, when the refinement
+    that made tabs0 already has it (the same problem)."""
     best = None
     scores = []
     for cand in [dict(NO_DIFFUSION_CAND)] + [dict(c) for c in opts["shift_candidates"]]:
         dif = {"shift_per_a": cand["g"], "tau_s": cand["tau_s"],
                "activation_k": cand.get("e_k", opts["shift_activation_k"]),
                "shift_per_a_chg": cand.get("g_chg", cand["g"])}
-        lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20, dict(opts, diffusion=dif))
-        x, _ = lp.solve(tabs0["i0_a"], bounded=True)
-        score = 1e3 * lp.trace_rms(tabs0["i0_a"], x)
+        if cand["g"] == 0.0 and cand.get("g_chg", 0.0) == 0.0 and none_mv is not None:
+            score = none_mv
+        else:
+            lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20,
+                               dict(opts, diffusion=dif))
+            x, _ = lp.solve(tabs0["i0_a"], bounded=True)
+            score = 1e3 * lp.trace_rms(tabs0["i0_a"], x)
         scores.append("%s: %.2f mV" % (_dif_str(dif), score))
         if best is None or score < best[0]:
             best = (score, dif)
@@ -1110,7 +1117,8 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     if dif == "search":
         opts["diffusion"] = dict(ecm.NO_DIFFUSION)
         tabs0, info0 = global_refine(cases, cap, grid, temps, tabs, ocv_c20, opts)
-        dif = search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=log)
+        dif = search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=log,
+                               none_mv=info0.get("trace_rms_mv"))
         phi0 = info0.get("phi")
     else:
         phi0 = None
