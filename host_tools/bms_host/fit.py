@@ -501,6 +501,31 @@ def _ltv_cols(a, U):
     return X
 
 
+def _rested(case, min_s=600.0):
+    """Rows rested min_s or more: the OCV as the filter sees it at rest."""
+    import numpy as np
+    t = case.cols["time_s"]
+    i = case.cols["current_a"]
+    since = np.zeros(len(t))
+    last = t[0]
+    for k in range(len(t)):
+        if i[k] != 0.0:
+            last = t[k]
+        since[k] = t[k] - last
+    return since >= min_s
+
+
+def _rest_gaps(support_row):
+    """Nodes of one temperature's SOC grid that no rest reaches but that lie between two
+    that one does."""
+    import numpy as np
+    have = np.nonzero(support_row >= 1.0)[0]
+    gap = np.zeros(len(support_row), dtype=bool)
+    if len(have) >= 2:
+        gap[have[0]:have[-1] + 1] = support_row[have[0]:have[-1] + 1] < 1.0
+    return gap
+
+
 def _row_selection(case, rest_weight=1):
     """Rows used in the least squares: all rows under load and the first minute of every
     rest, then every 10th row of long rests (they change slowly). Rows rested 10 minutes
@@ -566,6 +591,7 @@ class LinearProblem:
         self.P = P
         AtA = np.zeros((P, P))
         support = np.zeros(P)
+        rest_support = np.zeros(npar)   # rested rows per OCV node (bilinear weights)
         # C/20 traces are left to the OCV step unless asked for: ls_pocv takes both,
         # ls_pocv_chg only the charge one (sustained charge: R2 on charge)
         skip = () if opts.get("ls_pocv") else \
@@ -597,10 +623,13 @@ class LinearProblem:
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
             idx, wts = _bilinear(grid_soc, grid_t, soc[rows], tc)
+            rested = _rested(c)[rows]
+            np.add.at(rest_support, idx[rested].ravel(), wts[rested].ravel())
             self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
                                "tc": tc, "idx": idx, "wts": wts, "bias": bias,
                                "w_bias": wb})
-        R, rhs = _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P)
+        R, rhs = _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P,
+                                 rest_support)
         self.R = R
         self.rhs = rhs
         AtA += R.T @ R
@@ -726,9 +755,12 @@ class LinearProblem:
         return new
 
 
-def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
+def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P, rest_support=None):
     """Regularisation rows (units: volts of RMS error they are worth):
-    OCV: pull to the C/20 OCV, and smoothness of the departure from it along SOC;
+    OCV: pull to the C/20 OCV, prior_ocv_gap times firmer at nodes between two rested
+    SOCs that no rest reaches, from prior_ocv_gap_from up (there the C/20 curve is the best
+    interpolant of the rested OCV, and loaded rows would bend it; beyond the outermost
+    rests it is left to them), and smoothness of the departure from it along SOC;
     R tables: smoothness along SOC and temperature relative to the row's size, and a weak
     pull to the HPPC first estimate (strong where the data do not reach)."""
     import numpy as np
@@ -749,6 +781,8 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
             lam_s, lam_p, lam_t = opts["smooth_r"], opts["prior_r"], opts["smooth_r_temp"]
             sc = np.mean(pr, axis=1)
         for j in range(nt):
+            gap = _rest_gaps(rest_support[j * ns:(j + 1) * ns]) if name == "ocv_v" \
+                and rest_support is not None else np.zeros(ns, dtype=bool)
             for s in range(1, ns - 1):
                 r = np.zeros(P)
                 r[off + j * ns + s - 1:off + j * ns + s + 2] = np.array([1.0, -2.0, 1.0])
@@ -762,6 +796,8 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P):
                     break  # held by its tie to R2 instead (below)
                 gi = off + j * ns + s
                 lam = lam_p * (30.0 if support[gi] < 20 or strong else 1.0)
+                if gap[s] and grid_soc[s] >= opts["prior_ocv_gap_from"]:
+                    lam *= opts["prior_ocv_gap"]
                 r = np.zeros(P)
                 r[gi] = lam / sc[j]
                 regs.append(r)
@@ -1073,6 +1109,11 @@ def default_options():
             "shift_activation_k": 3600.0,
             # rows rested >= 10 min count this many times: the OCV the filter sees at rest
             "rest_weight": 10,
+            # OCV nodes between rests that no rest reaches, from this SOC up: pulled this
+            # much more firmly to the C/20 curve (LFP: the charge legs bent its top 20-35
+            # mV up). Not below: there the OCV takes up the end-of-discharge knee that the
+            # diffusion shift only approximates (LFP cp 5-7 -> 10-17 mV when held)
+            "prior_ocv_gap": 10.0, "prior_ocv_gap_from": 0.5,
             # a table column above the warmest ambient, Arrhenius-extrapolated (from the
             # HPPC tables, then once more from the fitted ones: ext_passes fits in all)
             "t_extend_c": 65.0, "ext_passes": 2,
