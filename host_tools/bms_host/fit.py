@@ -60,6 +60,7 @@ FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps", "rate")
 # points off overshoots by 3.7 % on cp_0C (make bench-accuracy floor 2.5 %).
 TAU1_RANGE = (0.5, 60.0)
 TAU2_RANGE = (40.0, 4000.0)
+REST_OCV_S = 600.0  # rested this long, the terminal voltage is the OCV the filter sees
 I0_ACTIVATION_K = 4000.0  # Ea/R of the exchange current beyond the data (~33 kJ/mol)
 
 
@@ -501,8 +502,8 @@ def _ltv_cols(a, U):
     return X
 
 
-def _rested(case, min_s=600.0):
-    """Rows rested min_s or more: the OCV as the filter sees it at rest."""
+def _rest_time(case):
+    """Seconds each row has rested (0 under load)."""
     import numpy as np
     t = case.cols["time_s"]
     i = case.cols["current_a"]
@@ -512,7 +513,7 @@ def _rested(case, min_s=600.0):
         if i[k] != 0.0:
             last = t[k]
         since[k] = t[k] - last
-    return since >= min_s
+    return since
 
 
 def _rest_gaps(support_row):
@@ -531,20 +532,13 @@ def _row_selection(case, rest_weight=1):
     rest, then every 10th row of long rests (they change slowly). Rows rested 10 minutes
     or more are the OCV as the filter sees it at rest: they count rest_weight times."""
     import numpy as np
-    t = case.cols["time_s"]
-    i = case.cols["current_a"]
-    n = len(t)
-    since = np.zeros(n)
-    last = t[0]
-    for k in range(n):
-        if i[k] != 0.0:
-            last = t[k]
-        since[k] = t[k] - last
+    since = _rest_time(case)
+    n = len(since)
     keep = (since <= 60.0) | (np.arange(n) % 10 == 0)
     keep[0] = True
     rows = np.nonzero(keep)[0]
     if rest_weight > 1:
-        rested = rows[since[rows] >= 600.0]
+        rested = rows[since[rows] >= REST_OCV_S]
         rows = np.sort(np.concatenate([rows] + [rested] * (int(rest_weight) - 1)))
     return rows
 
@@ -623,7 +617,7 @@ class LinearProblem:
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
             idx, wts = _bilinear(grid_soc, grid_t, soc[rows], tc)
-            rested = _rested(c)[rows]
+            rested = _rest_time(c)[rows] >= REST_OCV_S
             np.add.at(rest_support, idx[rested].ravel(), wts[rested].ravel())
             self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
                                "tc": tc, "idx": idx, "wts": wts, "bias": bias,
