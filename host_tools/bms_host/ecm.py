@@ -22,11 +22,16 @@ KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(
 NO_DIFFUSION = {"shift_per_a": 0.0, "tau_s": 100.0, "activation_k": 0.0}
 
 
+def charge_gain(diffusion):
+    """The shift's gain on charge: shift_per_a_chg, or the discharge gain without it."""
+    return diffusion.get("shift_per_a_chg", diffusion["shift_per_a"])
+
+
 def shift_path(time_s, current_a, temp_c, diffusion):
     """The diffusion shift d (SOC fraction) per row for a current and a core temperature
     path (row k's shift uses the temperature of row k-1, as model.shift_update)."""
     g = diffusion["shift_per_a"]
-    gc = diffusion.get("shift_per_a_chg", g)
+    gc = charge_gain(diffusion)
     n = len(current_a)
     d = np.zeros(n)
     if g == 0.0 and gc == 0.0:
@@ -189,7 +194,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     # the diffusion shift: OCV is read at soc - d (bisect along the SOC grid per row)
     dif = tb.diffusion
     sg, se, stau = dif["shift_per_a"], dif["activation_k"], dif["tau_s"]
-    sgc = dif.get("shift_per_a_chg", sg)
+    sgc = charge_gain(dif)
     socl = soc.tolist()
     grid = tb.soc.tolist()
     ocv_rows = tb.tab["ocv_v"].tolist()
@@ -372,7 +377,7 @@ def pack(tables, r0_scale=1.0):
          float(r0_scale), float(th.get("heat_v2_fraction", 1.0)), 0.0,
          float(tables.diffusion["shift_per_a"]), float(tables.diffusion["tau_s"]),
          float(tables.diffusion["activation_k"]),
-         float(tables.diffusion.get("shift_per_a_chg", tables.diffusion["shift_per_a"]))]
+         float(charge_gain(tables.diffusion))]
     p.extend(tables.soc.tolist())
     p.extend(tables.temp.tolist())
     for name in Tables.NAMES:

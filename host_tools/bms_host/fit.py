@@ -547,7 +547,7 @@ def case_shift(case, diffusion):
     """The diffusion shift per row of a trace at its measured core temperature."""
     from . import ecm
     if not diffusion or (diffusion["shift_per_a"] == 0.0
-                         and diffusion.get("shift_per_a_chg", 0.0) == 0.0):
+                         and ecm.charge_gain(diffusion) == 0.0):
         return None
     tc = case.cols.get("temp_core_c", case.cols["temperature_c"])
     return ecm.shift_path(case.cols["time_s"], case.cols["current_a"], tc, diffusion)
@@ -951,29 +951,26 @@ def search_diffusion(cases, cap, grid, temps, tabs, tabs0, ocv_c20, opts, log=No
     RMS voltage error of the fit-role traces (at their measured core temperature).
     Held-out traces take no part. none_mv: the score of no shift, when the refinement
     that made tabs0 already has it (the same problem)."""
-    best = None
-    scores = []
-    for cand in [dict(NO_DIFFUSION_CAND)] + [dict(c) for c in opts["shift_candidates"]]:
+    from . import ecm
+
+    def score(dif):
+        lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20, dict(opts, diffusion=dif))
+        x, _ = lp.solve(tabs0["i0_a"], bounded=True)
+        return 1e3 * lp.trace_rms(tabs0["i0_a"], x)
+
+    none = dict(ecm.NO_DIFFUSION, activation_k=opts["shift_activation_k"], shift_per_a_chg=0.0)
+    results = [(none_mv if none_mv is not None else score(none), none)]
+    for cand in opts["shift_candidates"]:
         dif = {"shift_per_a": cand["g"], "tau_s": cand["tau_s"],
                "activation_k": cand.get("e_k", opts["shift_activation_k"]),
                "shift_per_a_chg": cand.get("g_chg", cand["g"])}
-        if cand["g"] == 0.0 and cand.get("g_chg", 0.0) == 0.0 and none_mv is not None:
-            score = none_mv
-        else:
-            lp = LinearProblem(cases, cap, grid, temps, tabs, ocv_c20,
-                               dict(opts, diffusion=dif))
-            x, _ = lp.solve(tabs0["i0_a"], bounded=True)
-            score = 1e3 * lp.trace_rms(tabs0["i0_a"], x)
-        scores.append("%s: %.2f mV" % (_dif_str(dif), score))
-        if best is None or score < best[0]:
-            best = (score, dif)
+        results.append((score(dif), dif))
+    scores = ["%s: %.2f mV" % (_dif_str(dif), sc) for sc, dif in results]
+    best = min(results, key=lambda r: r[0])
     if log:
         log("fit: diffusion shift candidates (RMS over fit traces) %s; chose %s"
             % ("; ".join(scores), _dif_str(best[1])))
     return best[1]
-
-
-NO_DIFFUSION_CAND = {"g": 0.0, "tau_s": 100.0}
 
 
 def _dif_str(dif):
