@@ -135,7 +135,7 @@ def test_over_voltage_trace_trips_after_delay_and_latches(tmp_path, sample_file)
     # charge FET does not block.
     trace.write_text("time_s,current_a,ambient_c\n" + "".join(
         "%d,%s,25\n" % (k, "-1.0" if k < 1000 else "2.5") for k in range(0, 3600)))
-    with SimDevice(trace=str(trace), calibration=sample_file, soc=0.85,
+    with SimDevice(trace=str(trace), calibration=sample_file, soc=0.93,
                    flash=str(tmp_path / "flash")) as sim:
         sim.wait_ready()
         with Device(sim.port) as d:

@@ -127,7 +127,7 @@ def test_thermal_network_alone_matches_coupled_run():
     assert np.max(np.abs(ts - r["temp_surface_c"])) < 1e-9
 
 
-def test_lookup_clamps_like_the_device():
+def test_lookup_matches_the_device_past_the_grid():
     cal = calsample.calibration()
     tb = ecm.Tables.from_cal(cal)
     p = model.pack(cal)

@@ -51,12 +51,12 @@ def drive(k, cap_ah):
     return slow + 0.2 * cap_ah * math.sin(0.3 * k)
 
 
-def trace(cal, n, seed=1):
+def trace(cal, n, seed=1, soc0=0.75):
     """Plant run: (i_a, ta_c, v_meas, ts_meas) per step, with sensor noise, a few missing
     samples (NaN) and a voltage glitch."""
     p = model.pack(cal)
     cap = cal["cell"]["capacity_ah"]
-    sim = model.Simulator(p, 0.75, 22.0)
+    sim = model.Simulator(p, soc0, 22.0)
     rnd = random.Random(seed)
     rows = []
     for k in range(n):
@@ -74,11 +74,11 @@ def trace(cal, n, seed=1):
     return rows
 
 
-def run(backend, cal, rows):
+def run(backend, cal, rows, soc0_pct=65.0):
     b = backend
     p = b.alloc(model.pack(cal))
     cfg = b.alloc(ukf.default_cfg())
-    x = b.alloc([65.0, 0.0, 0.0, 22.0, 22.0, 0.0])  # 10 % off the truth
+    x = b.alloc([soc0_pct, 0.0, 0.0, 22.0, 22.0, 0.0])  # default: 10 % off the truth
     P = b.alloc([0.0] * 36)
     for k, s in enumerate((15.0, 10.0, 10.0, 2.0, 1.0, 50.0)):
         P[k * 7] = s * s
@@ -130,6 +130,18 @@ def test_double_agrees_with_python_to_1e9(replay):
     assert max(abs(a - b) for a, b in zip(x, x_ref, strict=True)) < 1e-7
     assert max(abs(a - b) / (abs(b) + 1e-3) for a, b in zip(P, P_ref, strict=True)) < 1e-7
     assert abs(rv - rv_ref) < 1e-6 * rv_ref
+
+
+def test_double_agrees_with_python_past_the_top_of_the_soc_grid():
+    # a full cell and a filter started 15 points low with a wide SOC sigma: sigma points
+    # past 100 %, where the OCV continues along its last segment
+    cal = calibration()
+    rows = trace(cal, 1500, soc0=0.995)
+    soc_ref, st_ref, _ = run(backends.PythonBackend(), cal, rows, soc0_pct=85.0)
+    soc, st, _ = run(ukf_native.Backend(bms_native_f64), cal, rows, soc0_pct=85.0)
+    assert st == st_ref
+    assert max(abs(a - b) for a, b in zip(soc, soc_ref, strict=True)) < 1e-9
+    assert max(soc_ref) > 0.97
 
 
 # ---- argument checks -----------------------------------------------------------------

@@ -8,8 +8,7 @@ TEMP = [0.0, 25.0, 45.0]
 
 
 def _ocv(s):
-    return 3.0 + 0.75 * s + 0.42 * (1 - math.exp(-12 * s)) - 0.08 * math.exp(-30 * (1 - s)) \
-        + 0.12 * s * s
+    return 3.0 + 0.70 * s + 0.42 * (1 - math.exp(-12 * s)) + 0.08 * s * s
 
 
 def calibration(capacity_ah=5.0):

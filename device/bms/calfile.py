@@ -161,6 +161,13 @@ def validate(cal, series_cells=None):
                                    "temperature (%d)" % (name, len(temp)))
         for row in rows:
             _numbers(row, "tables." + name, len(soc), positive=True)
+    # the device inverts the OCV by bisection and lets it rise past the top of the SOC
+    # grid with its slope there (model.lookup): both need an OCV that rises with SOC
+    for j, row in enumerate(tab["ocv_v"]):
+        for k in range(1, len(row)):
+            if row[k] < row[k - 1]:
+                raise CalibrationError("calibration: field 'tables.ocv_v' must not fall as "
+                                       "SOC rises (row %d, at SOC %g)" % (j, soc[k]))
 
     th = _need(cal, "thermal", "")
     for k in THERMAL:

@@ -17,6 +17,14 @@
 # temperature, so it is an input of the filter, not a state: the estimator advances it
 # with shift_update before each filter step and the backends read it from p[SHIFT].
 #
+# Past the top of the SOC grid the OCV keeps rising with the mean slope of the grid's top
+# tenth (OCV_TOP_SPAN); below the grid and in every other table the end value holds. A
+# filter whose sigma points reach past 100 % then still sees which way its SOC is wrong
+# (with a flat end, a start from far off crept down from the top of a discharge). Not
+# the last segment's slope: on an LFP cell that is the final 1 % jump, which would put
+# such sigma points at absurd voltages; nor below the grid, for the same reason (the
+# end-of-discharge knee).
+#
 # Discrete time, zero-order hold: the current of sample k is applied over (t_{k-1}, t_k].
 #
 # Parameters travel as one flat float array so that the python, ulab and C backends
@@ -62,6 +70,7 @@ OCV, R0, R0C, R1, TAU1, R2, TAU2, I0, R2C = range(9)
 NTAB = 9
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
+OCV_TOP_SPAN = 0.1  # SOC: the OCV continues past the grid's top with its slope over this
 
 
 def size(n_soc, n_temp):
@@ -115,7 +124,8 @@ def _bracket(p, start, n, x):
 
 def lookup(p, soc, temp_c, out, ntab=NTAB):
     """Bilinear lookup of the first ntab tables (all by default; 1 = the OCV alone) at
-    (soc, temp_c) into out[0:ntab]."""
+    (soc, temp_c) into out[0:ntab], clamped at the grid's ends except the OCV past the
+    top (see OCV_TOP_SPAN)."""
     ns = int(p[N_SOC])
     nt = int(p[N_TEMP])
     i, ws = _bracket(p, HEADER, ns, soc)
@@ -135,6 +145,12 @@ def lookup(p, soc, temp_c, out, ntab=NTAB):
     for k in range(ntab):
         o = base + k * step
         out[k] = a * p[o + r00] + b * p[o + r01] + c * p[o + r10] + d * p[o + r11]
+    top = p[HEADER + ns - 1]
+    if soc > top and ns > 1:
+        v_top = out[0]
+        span = min(OCV_TOP_SPAN, top - p[HEADER])
+        lookup(p, top - span, temp_c, out, 1)
+        out[0] = v_top + (v_top - out[0]) * (soc - top) / span
     return out
 
 

@@ -10,7 +10,8 @@
 # all means and one more gives Pxx, Pxz and Pzz together.
 #
 # Bilinear lookup without fancy indexing: the hat function w_i(s) (= interp(s, grid, e_i))
-# is the weight of grid node i, clamped at the ends exactly like model._bracket. The
+# is the weight of grid node i, clamped at the ends exactly like model._bracket (the
+# OCV's rise past the top of the SOC grid is added after). The
 # products of the soc and temperature weights for all sigma points form a
 # (n_temp*n_soc) x 13 matrix, and one np.dot with the 7 flat tables gives every value.
 import math
@@ -119,7 +120,23 @@ class Backend:
             W2[j * ns:(j + 1) * ns] = Ws * Wt[j]
         base = h + ns + nt
         tabm = p[base:base + ntab * nt * ns].reshape((ntab, nt * ns))
-        return np.dot(tabm, W2)
+        out = np.dot(tabm, W2)
+        if ns > 1 and np.max(soc) > p[h + ns - 1]:
+            out[0] = out[0] + self._ocv_above_top(p, soc, Wt, ns, nt)
+        return out
+
+    def _ocv_above_top(self, p, soc, Wt, ns, nt):
+        # model.lookup: past the top of the SOC grid the OCV keeps rising with its mean
+        # slope over the top OCV_TOP_SPAN (the hat weights above hold the top value). The
+        # slope of each temperature row, at each sigma point's temperature, times how
+        # far past the top it is.
+        h = model.HEADER
+        top = p[h + ns - 1]
+        span = min(model.OCV_TOP_SPAN, top - p[h])
+        k, w = model._bracket(p, h, ns, top - span)
+        ocv = p[h + ns + nt:h + ns + nt + nt * ns].reshape((nt, ns))
+        slope = (ocv[:, ns - 1] - ocv[:, k] * (1.0 - w) - ocv[:, k + 1] * w) / span
+        return np.dot(slope.reshape((1, nt)), Wt)[0] * np.maximum(soc - top, 0.0)
 
     # -- filter step --------------------------------------------------------------
     def _chol(self, Pm):

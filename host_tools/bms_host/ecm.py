@@ -19,6 +19,7 @@ import numpy as np
 # as device/bms/model.py
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
+OCV_TOP_SPAN = 0.1  # SOC: the OCV rises past the grid's top with its slope over this
 NO_DIFFUSION = {"shift_per_a": 0.0, "tau_s": 100.0, "activation_k": 0.0}
 
 
@@ -102,7 +103,22 @@ class Tables:
         return bracket(self.soc, soc)
 
     def ocv(self, soc, temp_c):
-        return interp2(self.soc, self.temp, self.tab["ocv_v"], soc, temp_c)
+        """OCV, rising past the top of the SOC grid as on the device (model.lookup)."""
+        soc = np.asarray(soc, dtype=float)
+        above = np.maximum(soc - self.soc[-1], 0.0)
+        slope = np.interp(temp_c, self.temp, self.ocv_top_slopes())
+        return interp2(self.soc, self.temp, self.tab["ocv_v"], soc, temp_c) + slope * above
+
+    def ocv_top_slopes(self):
+        """Per temperature row, the OCV's mean slope (V per SOC) over the top
+        model.OCV_TOP_SPAN of the grid: its rise past the top."""
+        g = self.soc
+        if len(g) == 1:
+            return np.zeros(len(self.temp))
+        span = min(OCV_TOP_SPAN, g[-1] - g[0])
+        o = self.tab["ocv_v"]
+        lo = np.array([np.interp(g[-1] - span, g, row) for row in o])
+        return (o[:, -1] - lo) / span
 
     def lookup(self, name, soc, temp_c):
         return interp2(self.soc, self.temp, self.tab[name], soc, temp_c)
@@ -176,9 +192,14 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     si1 = np.minimum(si + 1, len(tb.soc) - 1)
     # Every table interpolated along SOC: (n, nt) each, as nested lists for the loop.
     S = []
+    slopes = tb.ocv_top_slopes()
+    above = np.maximum(soc - tb.soc[-1], 0.0)
     for name in Tables.NAMES:
         t = tb.tab[name]
-        S.append(((1.0 - sw)[:, None] * t[:, si].T + sw[:, None] * t[:, si1].T).tolist())
+        s_tab = (1.0 - sw)[:, None] * t[:, si].T + sw[:, None] * t[:, si1].T
+        if name == "ocv_v":   # past the top of the grid it keeps rising (model.lookup)
+            s_tab = s_tab + above[:, None] * slopes[None, :]
+        S.append(s_tab.tolist())
     s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0, s_r2c = S
     tg = tb.temp.tolist()
     nt = len(tg)
@@ -270,7 +291,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             row = s_ocv[k]
             ocv = u * row[j] + wt * row[j1]
         else:
-            ocv = _ocv_at(grid, ocv_rows, socl[k] - dsh, j, j1, u, wt)
+            ocv = _ocv_at(grid, ocv_rows, socl[k] - dsh, j, j1, u, wt, slopes)
         row = s_r0[k]
         r0d = u * row[j] + wt * row[j1]
         row = s_r0c[k]
@@ -303,19 +324,22 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             "v2": np.array(out_v2), "heat_w": np.array(out_q)}
 
 
-def _ocv_at(grid, rows, s, j, j1, u, wt):
-    """OCV at SOC s (bracketed along the grid, clamped) and temperature weights j, j1, u, wt."""
+def _ocv_at(grid, rows, s, j, j1, u, wt, slopes):
+    """OCV at SOC s (bracketed along the grid: clamped, but rising past the top with the
+    rows' slopes, Tables.ocv_top_slopes) and temperature weights j, j1, u, wt."""
     n = len(grid)
+    rise = 0.0
     if s <= grid[0]:
         i, w = 0, 0.0
     elif s >= grid[-1]:
         i, w = n - 2, 1.0
+        rise = (u * slopes[j] + wt * slopes[j1]) * (s - grid[-1])
     else:
         i = bisect.bisect_left(grid, s) - 1
         w = (s - grid[i]) / (grid[i + 1] - grid[i])
     r0, r1 = rows[j], rows[j1]
     return ((1.0 - w) * u * r0[i] + w * u * r0[i + 1] + (1.0 - w) * wt * r1[i]
-            + w * wt * r1[i + 1])
+            + w * wt * r1[i + 1]) + rise
 
 
 def simulate_thermal(time_s, heat_w, ambient_c, thermal, tc0, ts0):

@@ -417,11 +417,26 @@ def _bilinear(grid_soc, grid_t, soc, tc):
     return idx, wts
 
 
+def _ocv_weights(grid_soc, grid_t, soc, tc):
+    """Flat indices and weights (n, 8) of the OCV nodes per row, read as model.lookup
+    does: bilinear, and past the top of the SOC grid rising with the mean slope of the
+    grid's top OCV_TOP_SPAN (weight 1 + e on the top, -e on the point a span below)."""
+    import numpy as np
+
+    from . import ecm
+    idx, wts = _bilinear(grid_soc, grid_t, soc, tc)
+    top = grid_soc[-1]
+    span = min(ecm.OCV_TOP_SPAN, top - grid_soc[0])
+    e = (np.maximum(soc - top, 0.0) / span)[:, None]
+    lidx, lwts = _bilinear(grid_soc, grid_t, np.full(len(soc), top - span), tc)
+    return np.hstack([idx, lidx]), np.hstack([wts * (1.0 + e), -lwts * e])
+
+
 def _weights_matrix(idx, wts, loc, q):
     import numpy as np
     n = len(idx)
     W = np.zeros((n, q))
-    for c in range(4):
+    for c in range(idx.shape[1]):
         np.add.at(W, (np.arange(n), loc[idx[:, c]]), wts[:, c])
     return W
 
@@ -471,12 +486,15 @@ def _regressors(case, soc, grid_soc, grid_t, tau1, tau2, row_sel, shift=None):
     r = row_sel
     ocv_cols = active
     Wo = W[r]
-    if shift is not None and np.any(shift != 0.0):
-        oidx, owts = _bilinear(grid_soc, grid_t, soc[r] - shift[r], tc[r])
-        ocv_cols = np.unique(oidx[owts > 0])
+    # the OCV columns: at the shifted SOC, rising past the top of the grid (model.lookup)
+    so = soc[r] if shift is None else soc[r] - shift[r]
+    if np.any(so != soc[r]) or np.any(so > grid_soc[-1]):
+        oidx, owts = _ocv_weights(grid_soc, grid_t, so, tc[r])
+        ocv_cols = np.unique(oidx[owts != 0.0])
         oloc = np.full(npar, -1)
         oloc[ocv_cols] = np.arange(len(ocv_cols))
-        Wo = _weights_matrix(oidx, owts, oloc, len(ocv_cols))
+        Wo = _weights_matrix(oidx, np.where(oloc[oidx] >= 0, owts, 0.0), oloc,
+                             len(ocv_cols))
     blocks = [Wo, -(W[r] * ipos[r]), -(W[r] * ineg[r]), -F1[r], -F2d[r], -F2c[r]]
     X = np.hstack(blocks)
     cols = np.concatenate([ocv_cols] + [active + k * npar for k in range(1, len(LIN))])

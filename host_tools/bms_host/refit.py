@@ -104,7 +104,7 @@ class CellModel:
         d = shift_path(np.concatenate(([0.0], np.cumsum(seg.dt))),
                        np.concatenate(([0.0], seg.i)), np.concatenate(([tc[0]], tc)),
                        self.tables.diffusion)[1:]
-        base = self.lookup("ocv_v", soc - d, tc) - v1 - v2 - kin
+        base = self.tables.ocv(soc - d, tc) - v1 - v2 - kin
         # the loss that heats the cell, less the R0 part: i * (v1 + kinetic) + k2 * i * v2
         k2 = float(self.th.get("heat_v2_fraction", 1.0))
         return base, r0 * seg.i, seg.i * (v1 + kin) + k2 * seg.i * v2, soc

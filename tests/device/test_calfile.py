@@ -61,6 +61,10 @@ def test_names_the_field():
     cal = sample()
     cal["tables"]["soc"] = [0.0, 0.5, 0.4]
     expect_error(encode(cal), "increasing")
+    cal = sample()
+    cal["tables"]["ocv_v"][1] = [3.0, 3.7, 3.6]   # an OCV that falls at the top
+    msg = expect_error(encode(cal), "tables.ocv_v")
+    assert "row 1" in msg and "SOC 1" in msg, msg
 
 
 def test_limits_cannot_exceed_maxima():

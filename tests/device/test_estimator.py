@@ -172,6 +172,25 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     assert abs(model.shift_ahead(p, CAP, 25.0, 1e6) - g * CAP) < 1e-12
 
 
+def test_ocv_rises_past_the_top_of_the_soc_grid_and_all_else_holds():
+    p = model.pack(sample_cal.calibration(CAP))
+    ns = int(p[model.N_SOC])
+    g0, gn = p[model.HEADER], p[model.HEADER + ns - 1]
+    tab = [0.0] * model.NTAB
+    t = 17.0   # between two temperature rows
+    vn = model.ocv(p, gn, t, tab)
+    span = model.OCV_TOP_SPAN
+    slope = (vn - model.ocv(p, gn - span, t, tab)) / span
+    assert slope > 0.1
+    for x in (gn + 0.01, gn + 0.3):
+        assert abs(model.ocv(p, x, t, tab) - (vn + slope * (x - gn))) < 1e-9
+        r1_top = model.lookup(p, gn, t, tab)[model.R1]
+        assert model.lookup(p, x, t, tab)[model.R1] == r1_top
+    # below the grid (the steep end-of-discharge knee) every table holds its end value
+    low = list(model.lookup(p, g0, t, tab))
+    assert list(model.lookup(p, g0 - 0.05, t, tab)) == low
+
+
 def test_cells_sharing_one_params_array_equal_cells_with_their_own():
     cal = sample_cal.calibration(CAP)
     b = backends.PythonBackend()

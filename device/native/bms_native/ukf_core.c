@@ -28,6 +28,7 @@ enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
 #define KIN_B BMS_C(2.0 * 8.314462618 / 96485.33212)
+#define OCV_TOP_SPAN BMS_C(0.1) /* model.OCV_TOP_SPAN */
 
 #define NX BMS_NX
 #define NZ BMS_NZ
@@ -173,7 +174,9 @@ static int bracket(const bms_real *g, int n, bms_real v, bms_real *w) {
     return j;
 }
 
-/* Bilinear lookup of the first ntab tables (1 = the OCV alone) at (soc, temp_c) into tab. */
+/* Bilinear lookup of the first ntab tables (1 = the OCV alone) at (soc, temp_c) into tab,
+ * clamped at the grid's ends except the OCV past the top: it keeps rising with its mean
+ * slope over the top OCV_TOP_SPAN of SOC (model.lookup). */
 static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab, int ntab) {
     const bms_real *p = m->p;
     int ns = m->ns, nt = m->nt;
@@ -191,6 +194,12 @@ static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab
     d = ws * wt;
     for (k = 0; k < ntab; k++, t += ns * nt) {
         tab[k] = a * t[r00] + b * t[r01] + c * t[r10] + d * t[r11];
+    }
+    if (ns > 1 && soc > p[BMS_HEADER + ns - 1]) {
+        bms_real top = p[BMS_HEADER + ns - 1], v_top = tab[0], v_lo;
+        bms_real span = top - p[BMS_HEADER] < OCV_TOP_SPAN ? top - p[BMS_HEADER] : OCV_TOP_SPAN;
+        lookup(m, top - span, temp_c, &v_lo, 1);
+        tab[0] = v_top + (v_top - v_lo) * (soc - top) / span;
     }
 }
 
