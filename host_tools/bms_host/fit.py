@@ -430,6 +430,8 @@ def _ocv_weights(grid_soc, grid_t, soc, tc):
     from . import ecm
     idx, wts = _bilinear(grid_soc, grid_t, soc, tc)
     top = grid_soc[-1]
+    if not np.any(soc > top):
+        return idx, wts
     span = min(ecm.OCV_TOP_SPAN, top - grid_soc[0])
     e = (np.maximum(soc - top, 0.0) / span)[:, None]
     lidx, lwts = _bilinear(grid_soc, grid_t, np.full(len(soc), top - span), tc)
