@@ -37,11 +37,15 @@ def _with_i0(cal):
 
 
 def _with_r2c_k2(cal):
-    """Plus an R2-on-charge table unlike R2 and a heated fraction of i*v2 below 1."""
+    """Plus an R2-on-charge table unlike R2, heated fractions of i*v1 and i*v2 below 1 and
+    an ohmic heat table unlike R0."""
     tab = cal["tables"]
     tab["r2c_ohm"] = [[0.5 * v * (1.0 + s) for v, s in zip(row, tab["soc"], strict=True)]
                       for row in tab["r2_ohm"]]
+    tab["rh_ohm"] = [[v * (2.5 - s) for v, s in zip(row, tab["soc"], strict=True)]
+                     for row in tab["r0_ohm"]]
     cal["thermal"]["heat_v2_fraction"] = 0.35
+    cal["thermal"]["heat_v1_fraction"] = 0.6
     return cal
 
 
@@ -74,7 +78,7 @@ def test_ecm_equals_device_simulator():
     assert np.max(np.abs(r["temp_core_c"] - tc)) < 1e-9
     assert np.max(np.abs(r["temp_surface_c"] - ts)) < 1e-9
     assert math.isclose(r["soc"][-1], soc_end, abs_tol=1e-12)
-    assert p[model.HEAT_V2] == 0.35
+    assert p[model.HEAT_V2] == 0.35 and p[model.HEAT_V1] == 0.6 and p[model.HEAT_RH] == 1.0
     assert p[model.SHIFT_GAIN] == 0.01 and p[model.SHIFT_E] == 3000.0
     assert p[model.SHIFT_GAIN_CHG] == 0.004
     # the charge gain matters (the trace charges), and without it the gain is one
@@ -91,14 +95,30 @@ def test_ecm_equals_device_simulator():
     assert np.max(np.abs(nod["voltage_v"] - v)) > 5e-3
     assert np.max(np.abs(nod["temp_core_c"] - tc)) < 1e-9   # and it is not heat
     assert model.pack(cal)[model.SHIFT_GAIN] == 0.0
+    # the heat's own table and k1 matter (heat only); without them the heat takes R0
+    # and all of i*v1
+    for drop in ("rh", "k1"):
+        c = dict(cal, tables=dict(cal["tables"]), thermal=dict(cal["thermal"]))
+        if drop == "rh":
+            del c["tables"]["rh_ohm"]
+        else:
+            del c["thermal"]["heat_v1_fraction"]
+        r1 = ecm.simulate(ecm.Tables.from_cal(c), t, i, ta, soc0, temp0)
+        assert np.max(np.abs(r1["temp_core_c"] - tc)) > 1e-2
+        d1 = _device(model.pack(c), t, i, ta, soc0, temp0)
+        assert np.max(np.abs(r1["temp_core_c"] - d1[1])) < 1e-9
     # r2c and k2 matter; without them the model is R2 both ways and k2 = 1
     del cal["tables"]["r2c_ohm"]
     del cal["thermal"]["heat_v2_fraction"]
+    del cal["tables"]["rh_ohm"]
+    del cal["thermal"]["heat_v1_fraction"]
     old = ecm.simulate(ecm.Tables.from_cal(cal), t, i, ta, soc0, temp0)
     assert np.max(np.abs(old["voltage_v"] - v)) > 1e-3
     assert np.max(np.abs(old["temp_core_c"] - tc)) > 1e-2
     p1 = model.pack(cal)
     assert p1[model.HEAT_V2] == 1.0 and _block(p1, cal, model.R2C) == _block(p1, cal, model.R2)
+    assert p1[model.HEAT_V1] == 1.0 and p1[model.HEAT_RH] == 0.0
+    assert _block(p1, cal, model.RH) == _block(p1, cal, model.R0)
     v1_, tc1, _, _ = _device(p1, t, i, ta, soc0, temp0)
     assert np.max(np.abs(old["voltage_v"] - v1_)) < 1e-9
     assert np.max(np.abs(old["temp_core_c"] - tc1)) < 1e-9

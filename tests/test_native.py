@@ -216,7 +216,9 @@ def test_numpy_arrays_work_and_non_contiguous_is_refused():
     (lambda p: p.__setitem__(0, 1000.0), "n_soc/n_temp must be whole numbers"),
     (lambda p: p.append(1.0), r"length does not match .* header needs"),
     (lambda p: p.__setitem__(2, -1.0), "capacity and thermal constants"),
-    (lambda p: p.__setitem__(model.HEAT_V2, 1.5), "heat_v2_fraction"),
+    (lambda p: p.__setitem__(model.HEAT_V2, 1.5), "heat fractions"),
+    (lambda p: p.__setitem__(model.HEAT_V1, -0.1), "heat fractions"),
+    (lambda p: p.__setitem__(model.HEAT_RH, 0.5), "R0/rh flag"),
     (lambda p: p.__setitem__(model.HEADER + 1, -1.0), "strictly increasing"),
     (lambda p: p.__delitem__(slice(4, None)), "shorter"),
 ])

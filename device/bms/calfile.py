@@ -25,12 +25,13 @@ MAXIMA = {
 }
 
 TABLES = ("ocv_v", "r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s")
-OPTIONAL_TABLES = ("r0c_ohm", "i0_a", "r2c_ohm")
+OPTIONAL_TABLES = ("r0c_ohm", "i0_a", "r2c_ohm", "rh_ohm")
 LIMITS = ("v_min", "v_max", "i_discharge_max_a", "i_charge_max_a", "t_charge_min_c",
           "t_charge_max_c", "t_discharge_min_c", "t_discharge_max_c", "t_core_max_c")
 THERMAL = ("c_core_j_per_k", "c_surf_j_per_k", "r_core_surf_k_per_w", "r_surf_amb_k_per_w")
-# Optional thermal keys within [0, 1]: the fraction of i*v2 (slow RC) counted as heat.
-THERMAL_FRACTIONS = ("heat_v2_fraction",)
+# Optional thermal keys within [0, 1]: the fractions of i*v1 and i*v2 (fast and slow RC)
+# counted as heat.
+THERMAL_FRACTIONS = ("heat_v1_fraction", "heat_v2_fraction")
 # Optional solid-diffusion term (model.py): OCV read at a SOC shifted by a lag of the
 # current. Each key: (lowest, highest) accepted value. shift_per_a_chg, the gain on
 # charge, may be left out (then shift_per_a both ways).

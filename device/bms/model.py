@@ -3,9 +3,12 @@
 # Electrical: OCV(soc, T) - R0*i - v1 - v2, two RC pairs, all parameters bilinear in
 # (soc, T) from the calibration tables, T being the core temperature.
 # Thermal: core (C_core) -- R_cs -- surface (C_surf) -- R_sa -- ambient; heat is
-# i*(R0*i + v1 + eta) + k2*i*v2: the irreversible loss i*(OCV - V) with only the fraction
-# k2 (heat_v2_fraction, default 1) of the slow RC pair's polarisation counted (the
-# concentration overpotential is largely not dissipated in the cell's core). The surface
+# i*(Rh*i + k1*v1 + eta) + k2*i*v2: the irreversible loss i*(OCV - V) with only the
+# fractions k1, k2 (heat_v1_fraction, heat_v2_fraction, default 1) of the RC pairs'
+# polarisation counted (the particles' concentration overpotential is not dissipated),
+# and the ohmic part from a table of its own, Rh (rh_ohm; without it, R0): R0 is shaped
+# for the voltage and takes up polarisation the cell does not dissipate (the end-of-
+# discharge knee), which ran a cold discharge's surface 0.7 degC off. The surface
 # node is fast (a few seconds), so it is integrated with backward Euler (stable for any dt).
 #
 # Solid diffusion: under a sustained current the particles' surfaces run ahead of their
@@ -38,6 +41,9 @@
 #   [13] shift gain on charge (i < 0; = [10] when the calibration has no
 #        diffusion.shift_per_a_chg): an LFP cathode is diffusion-limited filling up
 #        (discharge) far more than emptying
+#   [14] heat_v1_fraction k1 (thermal.heat_v1_fraction; 1.0 when absent)
+#   [15] 1.0: the ohmic heat takes the rh table (times [7]); 0.0 (no rh_ohm in the
+#        calibration): R0 / R0c as the voltage does
 #   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
 #   rows of n_soc values.
 import math
@@ -56,18 +62,21 @@ SHIFT_GAIN = 10
 SHIFT_TAU = 11
 SHIFT_E = 12
 SHIFT_GAIN_CHG = 13
-HEADER = 14
+HEAT_V1 = 14
+HEAT_RH = 15
+HEADER = 16
 
 # Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
 # i0 is the exchange current of a Butler-Volmer term: the cell's pulse resistance
 # falls with current (by a third from 1C to 2C at 0 degC), which a resistance in
 # (soc, T) alone turns into a voltage bias, and a biased model into SOC error.
 # r2c is R2 on charge (i < 0; r2 on discharge), appended last so the others keep their
-# indices; a calibration without it uses r2 both ways.
+# indices; a calibration without it uses r2 both ways. rh is the ohmic heat's
+# resistance (see above; a calibration without it fills it with r0, unused).
 TABLES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
-          "r2c_ohm")
-OCV, R0, R0C, R1, TAU1, R2, TAU2, I0, R2C = range(9)
-NTAB = 9
+          "r2c_ohm", "rh_ohm")
+OCV, R0, R0C, R1, TAU1, R2, TAU2, I0, R2C, RH = range(10)
+NTAB = 10
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
 OCV_TOP_SPAN = 0.1  # SOC: the OCV continues past the grid's top with its slope over this
@@ -90,7 +99,8 @@ def pack(cal, capacity_ah=None):
          float(th.get("heat_v2_fraction", 1.0)), 0.0,
          float(dif.get("shift_per_a", 0.0)), float(dif.get("tau_s", 100.0)),
          float(dif.get("activation_k", 0.0)),
-         float(dif.get("shift_per_a_chg", dif.get("shift_per_a", 0.0)))]
+         float(dif.get("shift_per_a_chg", dif.get("shift_per_a", 0.0))),
+         float(th.get("heat_v1_fraction", 1.0)), 1.0 if "rh_ohm" in tab else 0.0]
     p.extend(float(v) for v in soc)
     p.extend(float(v) for v in temp)
     for name in TABLES:
@@ -99,6 +109,8 @@ def pack(cal, capacity_ah=None):
             rows = tab["r0_ohm"]
         if rows is None and name == "r2c_ohm":
             rows = tab["r2_ohm"]
+        if rows is None and name == "rh_ohm":
+            rows = tab["r0_ohm"]
         if rows is None and name == "i0_a":
             p.extend([I0_NONE] * (len(soc) * len(temp)))
             continue
@@ -188,7 +200,9 @@ def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab):
     a1 = math.exp(-dt_s / tab[TAU1])
     a2 = math.exp(-dt_s / tab[TAU2])
     r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
-    heat_w = i_a * (r0 * i_a + v1 + kinetic_v(i_a, tab[I0], tc)) + p[HEAT_V2] * i_a * v2
+    ro = tab[RH] * p[R0_SCALE] if p[HEAT_RH] != 0.0 else r0
+    heat_w = (i_a * (ro * i_a + p[HEAT_V1] * v1 + kinetic_v(i_a, tab[I0], tc))
+              + p[HEAT_V2] * i_a * v2)
     r2 = tab[R2] if i_a >= 0.0 else tab[R2C]
     v1 = a1 * v1 + tab[R1] * (1.0 - a1) * i_a
     v2 = a2 * v2 + r2 * (1.0 - a2) * i_a

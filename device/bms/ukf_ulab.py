@@ -265,7 +265,8 @@ class Backend:
         a1 = np.exp(-dt_s / tab[model.TAU1])
         a2 = np.exp(-dt_s / tab[model.TAU2])
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
-        heat_w = i * (r0 * i + v1 + _kinetic_v(i, tab[model.I0], tc)) \
+        ro = tab[model.RH] * r0s if p[model.HEAT_RH] != 0.0 else r0
+        heat_w = i * (ro * i + p[model.HEAT_V1] * v1 + _kinetic_v(i, tab[model.I0], tc)) \
             + p[model.HEAT_V2] * i * v2
         r2 = np.where(dis, tab[model.R2], tab[model.R2C])
         v1 = a1 * v1 + tab[model.R1] * (1.0 - a1) * i

@@ -71,7 +71,7 @@ class Tables:
     """Calibration tables as numpy arrays: soc (ns), temp (nt), tab[name] (nt, ns)."""
 
     NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
-             "r2c_ohm")
+             "r2c_ohm", "rh_ohm")
 
     def __init__(self, soc, temp_c, tables, thermal, capacity_ah, diffusion=None):
         self.soc = np.asarray(soc, dtype=float)
@@ -85,8 +85,12 @@ class Tables:
                 v = tables["r2_ohm"]
             if v is None and n == "i0_a":
                 v = np.full((len(self.temp), len(self.soc)), I0_NONE)
+            if v is None and n == "rh_ohm":
+                v = tables["r0_ohm"]   # unused: the heat takes R0 (heat_rh False)
             self.tab[n] = np.array(v, dtype=float).reshape(len(self.temp), len(self.soc))
         self.thermal = dict(thermal)
+        # ohmic heat from a table of its own (model.HEAT_RH), else from R0 as the voltage
+        self.heat_rh = tables.get("rh_ohm") is not None
         self.capacity_ah = float(capacity_ah)
         # solid-diffusion shift (model.py): gain 0 = none
         self.diffusion = dict(NO_DIFFUSION, **(diffusion or {}))
@@ -200,7 +204,8 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         if name == "ocv_v":   # past the top of the grid it keeps rising (model.lookup)
             s_tab = s_tab + above[:, None] * slopes[None, :]
         S.append(s_tab.tolist())
-    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0, s_r2c = S
+    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0, s_r2c, s_rh = S
+    heat_rh = tb.heat_rh
     tg = tb.temp.tolist()
     nt = len(tg)
     th = tb.thermal
@@ -209,6 +214,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     c_core = th["c_core_j_per_k"]
     c_surf = th["c_surf_j_per_k"]
     k2 = float(th.get("heat_v2_fraction", 1.0))
+    k1 = float(th.get("heat_v1_fraction", 1.0))
     il = i_a.tolist()
     dl = dt.tolist()
     al = amb.tolist()
@@ -236,7 +242,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     t_lo = tg[0]
     t_hi = tg[-1]
     # looked up at row k, used by the step into row k + 1
-    r0d = r0c = r1 = r2d = r2c = 0.0
+    r0d = r0c = r1 = r2d = r2c = rh = 0.0
     tau1 = tau2 = 1.0
     i0 = I0_NONE
     tk = tc   # temperature of the kinetic term: the lookup temperature of the last row
@@ -256,7 +262,8 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             ax = x if x >= 0.0 else -x
             e = log(ax + sqrt(ax * ax + 1.0))
             eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
-            heat = i * (r0 * i + v1 + eta) + k2 * i * v2
+            ro = rh * r0_scale if heat_rh else r0
+            heat = i * (ro * i + k1 * v1 + eta) + k2 * i * v2
             if sg != 0.0 or sgc != 0.0:
                 f = exp(se * (1.0 / (tk + 273.15) - 1.0 / 298.15))
                 a = exp(-d / (stau * f))
@@ -308,6 +315,8 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         tau2 = u * row[j] + wt * row[j1]
         row = s_i0[k]
         i0 = u * row[j] + wt * row[j1]
+        row = s_rh[k]
+        rh = u * row[j] + wt * row[j1]
         i = il[k]
         x = i / (2.0 * i0)
         ax = x if x >= 0.0 else -x
@@ -401,7 +410,8 @@ def pack(tables, r0_scale=1.0):
          float(r0_scale), float(th.get("heat_v2_fraction", 1.0)), 0.0,
          float(tables.diffusion["shift_per_a"]), float(tables.diffusion["tau_s"]),
          float(tables.diffusion["activation_k"]),
-         float(charge_gain(tables.diffusion))]
+         float(charge_gain(tables.diffusion)), float(th.get("heat_v1_fraction", 1.0)),
+         1.0 if tables.heat_rh else 0.0]
     p.extend(tables.soc.tolist())
     p.extend(tables.temp.tolist())
     for name in Tables.NAMES:

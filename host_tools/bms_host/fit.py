@@ -17,7 +17,9 @@ Steps, all deterministic:
    temperature, and a weak pull to the C/20 OCV;
 5. thermal: the four parameters of the core-surface-ambient network by nonlinear least
    squares on the surface (and, lightly weighted, core) temperature of the fit traces,
-   driven by the model's own heat;
+   driven by the model's own heat; then, where the traces carry the core temperature,
+   the ohmic heat's own table Rh, the heated fractions of v1 and v2 and the network again
+   by equation error (fit_heat_table), the core's heat capacity held from the first pass;
 6. validation: every case re-simulated open loop, fully coupled (model thermal state
    drives the tables), exactly as the device runs it.
 """
@@ -33,7 +35,7 @@ from . import UserError, __version__
 
 HELP = "fit the cell model (OCV, R0, two RC pairs, thermal) to traces; write a calibration"
 
-FIT_VERSION = "fit-2"
+FIT_VERSION = "fit-3"
 
 # SOC grid: denser at the ends, where OCV bends.
 SOC_GRID = (0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -1076,6 +1078,89 @@ def fit_thermal(cases, tables, capacity_ah, opts):
     return out
 
 
+def fit_heat_table(cases, tables, capacity_ah, opts, c_core):
+    """The heat with an ohmic part of its own, heat = i^2 Rh(soc, T) + i*eta + k1 i v1 +
+    k2 i v2, and the network, from the fit traces' core and surface temperatures by
+    equation error (backward Euler, as the model steps): the surface node alone gives
+    a = 1 / (C_s R_cs) and b = 1 / (C_s R_sa) by linear regression; then, with the core's
+    heat capacity held at c_core (heat and network scale together: temperatures alone do
+    not fix the scale), the core node is linear in 1/R_cs, Rh, k1 and k2. Why: R0 is shaped
+    for the voltage (it takes up polarisation that the cell does not dissipate, e.g. at
+    the end-of-discharge knee), so heat from R0 runs the cold discharge's surface 0.7 degC
+    off whatever the network. Returns (rh table (nt, ns), thermal dict), or None when a
+    fit trace has no core temperature."""
+    import numpy as np
+    from scipy.optimize import lsq_linear
+
+    from . import ecm
+    tw = opts.get("thermal_weights", {})
+    runs = [c for c in cases if c.role == "fit" and tw.get(c.profile, 1.0) > 0.0]
+    if not runs or any("temp_core_c" not in c.cols for c in runs):
+        return None
+    grid_s, grid_t = tables.soc, tables.temp
+    ns, nt = len(grid_s), len(grid_t)
+    npar = ns * nt
+    xa, ya, rows = [], [], []
+    for c in runs:
+        t, i = c.cols["time_s"], c.cols["current_a"]
+        tc, ts, ta = c.cols["temp_core_c"], c.cols["temperature_c"], c.cols["ambient_c"]
+        soc = case_soc(c, capacity_ah)
+        sim = ecm.simulate(tables, t, i, ta, soc[0], tc[0], ts[0], temp_core_c=tc)
+        dt = np.diff(t)
+        sel = np.arange(0, len(dt), max(1, len(dt) // 3000))
+        w = math.sqrt(tw.get(c.profile, 1.0) / len(sel))
+        # surface node: dTs/dt = a (Tc - Ts) - b (Ts - Ta), at the step's end
+        xa.append(np.array([tc[1:] - ts[1:], ts[1:] - ta[1:]]).T[sel] * w)
+        ya.append((np.diff(ts) / dt)[sel] * w)
+        # core node; the step into row k takes its parameters at row k - 1
+        idx, wts = _bilinear(grid_s, grid_t, soc[:-1], tc[:-1])
+        i0 = np.sum(wts * np.asarray(tables.tab["i0_a"]).ravel()[idx], axis=1)
+        ik = i[1:]
+        eta = ik * ecm.kinetic_np(ik, i0, tc[:-1])
+        B = np.zeros((len(sel), npar))
+        np.add.at(B, (np.repeat(np.arange(len(sel)), 4), idx[sel].ravel()),
+                  (wts[sel] * (ik[sel] ** 2)[:, None]).ravel())
+        X = np.hstack([(tc[1:] - ts[1:])[sel, None], -B, -(ik * sim["v1"][:-1])[sel, None],
+                       -(ik * sim["v2"][:-1])[sel, None]])
+        rows.append((X * w, (eta - c_core * np.diff(tc) / dt)[sel] * w))
+    (a, b), *_ = np.linalg.lstsq(np.vstack(xa), np.concatenate(ya), rcond=None)
+    b = -b
+    if not (a > 0.0 and b > 0.0):
+        return None
+    # regularisation: smooth along SOC, a weak pull to R0 (firm where no row reaches)
+    r0 = np.asarray(tables.tab["r0_ohm"], dtype=float)
+    sc = float(np.mean(r0))
+    support = np.zeros(npar)
+    for X, _ in rows:
+        support += np.sum(X[:, 1:1 + npar] != 0, axis=0)
+    regs, rhs = [], []
+    lam_s, lam_p = opts["heat_smooth"], opts["heat_prior"]
+    for j in range(nt):
+        for k in range(1, ns - 1):
+            r = np.zeros(npar + 3)
+            r[1 + j * ns + k - 1:1 + j * ns + k + 2] = np.array([1.0, -2.0, 1.0]) * lam_s / sc
+            regs.append(r)
+            rhs.append(0.0)
+        for k in range(ns):
+            gi = j * ns + k
+            lam = lam_p * (30.0 if support[gi] < 20 else 1.0) / sc
+            r = np.zeros(npar + 3)
+            r[1 + gi] = lam
+            regs.append(r)
+            rhs.append(lam * r0[j, k])
+    A = np.vstack([X for X, _ in rows] + [np.array(regs)])
+    y = np.concatenate([v for _, v in rows] + [np.array(rhs)])
+    lb = np.concatenate([[1e-3], np.full(npar, 1e-5), [0.0, 0.0]])
+    ub = np.concatenate([[100.0], np.full(npar, 1.0), [1.0, 1.0]])
+    res = lsq_linear(A, y, bounds=(lb, ub), method="bvls")
+    g = float(res.x[0])
+    c_surf = g / a
+    thermal = {"c_core_j_per_k": float(c_core), "c_surf_j_per_k": float(c_surf),
+               "r_core_surf_k_per_w": 1.0 / g, "r_surf_amb_k_per_w": float(1.0 / (b * c_surf)),
+               "heat_v1_fraction": float(res.x[-2]), "heat_v2_fraction": float(res.x[-1])}
+    return res.x[1:1 + npar].reshape(nt, ns), thermal
+
+
 # ------------------------------------------------------------------ evaluation
 
 def evaluate(case, tables, capacity_ah):
@@ -1140,7 +1225,10 @@ def default_options():
             # weight of a fit-role profile in the thermal fit (default 1, 0 = left out):
             # the stepped charge heats by charge only, where the unmodelled reversible heat
             # has the other sign, so it would bend the network towards charge
-            "thermal_weights": {"chgsteps": 0.0}}
+            "thermal_weights": {"chgsteps": 0.0},
+            # the ohmic heat's own table (fit_heat_table): smooth along SOC, a weak pull
+            # to R0 (fit-trace surface RMS 0.097-0.099 degC for smoothing 0.03-0.3)
+            "heat_table": True, "heat_smooth": 0.1, "heat_prior": 0.001}
 
 
 def fit_dataset(folder, ambients=None, opts=None, log=print):
@@ -1197,6 +1285,12 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     tb = ecm.Tables(grid, temps, tabs, thermal0, cap, opts["diffusion"])
     thermal = fit_thermal(cases, tb, cap, opts)
     tb = ecm.Tables(grid, temps, tabs, thermal, cap, opts["diffusion"])
+    if opts.get("heat_table"):
+        got = fit_heat_table(cases, tb, cap, opts, thermal["c_core_j_per_k"])
+        if got is not None:
+            tabs = dict(tabs, rh_ohm=got[0])
+            thermal = got[1]
+            tb = ecm.Tables(grid, temps, tabs, thermal, cap, opts["diffusion"])
     log("fit: thermal %s (%.1f s)" % (", ".join("%s=%.3g" % kv for kv in thermal.items()),
                                        time.perf_counter() - t0))
     info = {"cases": cases, "manifest": manifest, "capacity_ah": cap, "opts": opts,
@@ -1231,8 +1325,12 @@ def build_calibration(tb, info, cell_id, chemistry, results):
             "temp_c": [round(float(t), 3) for t in tb.temp]}
     for name in ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s",
                  "i0_a", "r2c_ohm"):
+        # volts and ohms to the micro-unit (1 uOhm at 10 A is 10 uV): the file, signed,
+        # must fit a board's MQTT receive buffer (32 KB)
         tabs[name] = _round_table(tb.tab[name], 4 if name in ("tau1_s", "tau2_s") else
-                                  5 if name == "i0_a" else 7)
+                                  5 if name == "i0_a" else 6)
+    if tb.heat_rh:
+        tabs["rh_ohm"] = _round_table(tb.tab["rh_ohm"], 6)
     created = os.environ.get("SOURCE_DATE_EPOCH")
     stamp = time.gmtime(int(created)) if created else time.gmtime()
     body = {
@@ -1259,7 +1357,8 @@ def build_calibration(tb, info, cell_id, chemistry, results):
             "model": "device/bms/model.py: OCV(soc - d) - R0*i - 2 RC (R0c, R2c on charge) - "
                      "Butler-Volmer b*asinh(i/2i0), bilinear in (soc, core temperature); "
                      "core-surface-ambient thermal, backward Euler, heat "
-                     "i*(R0 i + v1 + eta) + k2*i*v2 (k2 = thermal.heat_v2_fraction); "
+                     "i*(Rh i + k1 v1 + eta) + k2*i*v2 (Rh = tables.rh_ohm, else R0; "
+                     "k1, k2 = thermal.heat_v1_fraction, heat_v2_fraction); "
                      "d = diffusion shift, a first-order lag of the current (diffusion.*)",
             # the headline numbers per case (the report has the rest): the file must fit
             # a board's MQTT receive buffer when it is pushed signed
@@ -1465,8 +1564,11 @@ def summary_markdown(info, tb, results, fit_s, cal_path):
              "Model: OCV - R0*i - two RC pairs - Butler-Volmer term b*asinh(i / 2 i0), "
              "b = 2RT/F; i0_a(soc, T) fitted by variable projection (log i0 at SOC knots %s "
              "per temperature), the linear tables by bounded least squares with mean-error "
-             "rows per trace and current direction." % ", ".join(
-                 "%g" % k for k in info["opts"]["i0_soc_knots"]), "",
+             "rows per trace and current direction. Heat: i*(Rh*i + k1*v1 + eta) + "
+             "k2*i*v2, %s." % (", ".join("%g" % k for k in info["opts"]["i0_soc_knots"]),
+                               "Rh a table of its own (rh_ohm), k1, k2 and the network by "
+                               "equation error on the fit traces' core and surface "
+                               "temperatures" if tb.heat_rh else "Rh = R0"), "",
              "## Held-out validation cases", ""]
     if held:
         lines.append(summary_table(held))

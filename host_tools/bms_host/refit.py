@@ -68,7 +68,9 @@ class CellModel:
         return tc
 
     def parts(self, seg, soc0, cap_ah, tc):
-        """(v without the R0 drop, R0 * i) per record, for one segment."""
+        """Per record of one segment: v without the R0 drop, R0 * i, the heat less its
+        ohmic part, soc, and the ohmic heat's resistance times i (model.step: rh_ohm,
+        else R0); the ohmic heat is i * r0_scale * that."""
         import numpy as np
 
         from .ecm import kinetic_np, shift_path
@@ -105,9 +107,12 @@ class CellModel:
                        np.concatenate(([0.0], seg.i)), np.concatenate(([tc[0]], tc)),
                        self.tables.diffusion)[1:]
         base = self.tables.ocv(soc - d, tc) - v1 - v2 - kin
-        # the loss that heats the cell, less the R0 part: i * (v1 + kinetic) + k2 * i * v2
+        # the loss that heats the cell, less the ohmic part: i*(k1 v1 + kinetic) + k2 i v2
+        k1 = float(self.th.get("heat_v1_fraction", 1.0))
         k2 = float(self.th.get("heat_v2_fraction", 1.0))
-        return base, r0 * seg.i, seg.i * (v1 + kin) + k2 * seg.i * v2, soc
+        rh = self.lookup("rh_ohm", soc, tc) if self.tables.heat_rh else r0
+        return (base, r0 * seg.i, seg.i * (k1 * v1 + kin) + k2 * seg.i * v2, soc,
+                rh * seg.i)
 
 
 def _fit_electrical(model, segs, fit_capacity):
@@ -123,7 +128,7 @@ def _fit_electrical(model, segs, fit_capacity):
         soc0 = theta[1:]
         ys, xs = [], []
         for s, z0, tc in zip(segs, soc0, tcs, strict=True):
-            base, x, _, _ = model.parts(s, z0, cap, tc)
+            base, x, *_ = model.parts(s, z0, cap, tc)
             ys.append(base - s.v)
             xs.append(x)
         y = np.concatenate(ys)
@@ -140,8 +145,8 @@ def _fit_electrical(model, segs, fit_capacity):
         scale, cap, resid = solve(theta, want_scale=True)
         new = []
         for s, z0, tc in zip(segs, theta[1:], tcs, strict=True):
-            base, x, q, _ = model.parts(s, z0, cap, tc)
-            heat = s.i * scale * x + q
+            _, _, q, _, xh = model.parts(s, z0, cap, tc)
+            heat = s.i * scale * xh + q
             new.append(model.core_temp(s, heat))
         tcs = new
     return scale, cap, float(np.sqrt(np.mean(resid ** 2))), theta[1:]
@@ -154,8 +159,8 @@ def _fit_thermal(model, segs, scale, cap, soc0s):
 
     heats = []
     for s, z0 in zip(segs, soc0s, strict=True):
-        _, x, q, _ = model.parts(s, z0, cap, s.ts)
-        heats.append(s.i * scale * x + q)
+        _, _, q, _, xh = model.parts(s, z0, cap, s.ts)
+        heats.append(s.i * scale * xh + q)
     th = model.th
 
     def predict(theta, s, heat):

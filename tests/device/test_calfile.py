@@ -98,6 +98,19 @@ def test_optional_r2c_table_and_heat_v2_fraction():
     expect_error(encode(cal), "tables.r2c_ohm")
 
 
+def test_optional_heat_table_and_heat_v1_fraction():
+    cal = sample()
+    cal["tables"]["rh_ohm"] = [[0.01] * 3, [0.02] * 3]
+    cal["thermal"]["heat_v1_fraction"] = 0.4
+    got = calfile.loads(encode(cal))[0]
+    assert got["tables"]["rh_ohm"][1] == [0.02] * 3 and got["thermal"]["heat_v1_fraction"] == 0.4
+    cal["thermal"]["heat_v1_fraction"] = 2
+    expect_error(encode(cal), "thermal.heat_v1_fraction")
+    cal = sample()
+    cal["tables"]["rh_ohm"] = [[0.01] * 3, [0.02, 0.0, 0.02]]
+    expect_error(encode(cal), "tables.rh_ohm")
+
+
 def test_optional_diffusion_names_the_field():
     cal = sample()
     cal["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0, "activation_k": 3600.0}

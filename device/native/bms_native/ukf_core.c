@@ -23,8 +23,8 @@
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
 enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2, SHIFT,
-       SHIFT_GAIN, SHIFT_TAU, SHIFT_E, SHIFT_GAIN_CHG };
-enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C };
+       SHIFT_GAIN, SHIFT_TAU, SHIFT_E, SHIFT_GAIN_CHG, HEAT_V1, HEAT_RH };
+enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
 #define KIN_B BMS_C(2.0 * 8.314462618 / 96485.33212)
@@ -120,8 +120,11 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     if (!finite(p[R0_SCALE])) {
         return BMS_PARAMS_CONSTS;
     }
-    /* The heated fraction of i*v2 lies in [0, 1] (calfile checks the same). */
-    if (!(p[HEAT_V2] >= BMS_C(0.0) && p[HEAT_V2] <= BMS_C(1.0))) {
+    /* The heated fractions of i*v1 and i*v2 lie in [0, 1] (calfile checks the same);
+       the ohmic heat's source is a flag, 0 (R0) or 1 (the rh table). */
+    if (!(p[HEAT_V2] >= BMS_C(0.0) && p[HEAT_V2] <= BMS_C(1.0))
+        || !(p[HEAT_V1] >= BMS_C(0.0) && p[HEAT_V1] <= BMS_C(1.0))
+        || !(p[HEAT_RH] == BMS_C(0.0) || p[HEAT_RH] == BMS_C(1.0))) {
         return BMS_PARAMS_CONSTS;
     }
     /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
@@ -138,7 +141,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_OK:
         return "params are valid";
     case BMS_PARAMS_SHORT:
-        return "params are shorter than their 14-value header";
+        return "params are shorter than their 16-value header";
     case BMS_PARAMS_COUNTS:
         return "params header n_soc/n_temp must be whole numbers from 1 to 128/32";
     case BMS_PARAMS_LENGTH:
@@ -146,7 +149,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_GRID:
         return "params soc and temperature grids must be finite and strictly increasing";
     case BMS_PARAMS_CONSTS:
-        return "params capacity and thermal constants must be positive and finite, heat_v2_fraction in [0, 1], the diffusion shift finite with gain >= 0 and tau > 0";
+        return "params capacity and thermal constants must be positive and finite, heat fractions in [0, 1], the heat's R0/rh flag 0 or 1, the diffusion shift finite with gain >= 0 and tau > 0";
     default:
         return "params are malformed";
     }
@@ -216,12 +219,13 @@ static bms_real kinetic_v(bms_real i_a, bms_real i0_a, bms_real tc) {
 static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c,
                        bms_real dt_s, bms_real *tab) {
     const bms_real *p = m->p;
-    bms_real a1, a2, r0, r2, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
+    bms_real a1, a2, r0, ro, r2, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
     lookup(m, s[0], s[3], tab, BMS_NTAB);
     a1 = BMS_EXP(-dt_s / tab[T_TAU1]);
     a2 = BMS_EXP(-dt_s / tab[T_TAU2]);
     r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * p[R0_SCALE];
-    heat_w = i_a * (r0 * i_a + s[1] + kinetic_v(i_a, tab[T_I0], s[3]))
+    ro = p[HEAT_RH] != BMS_C(0.0) ? tab[T_RH] * p[R0_SCALE] : r0;
+    heat_w = i_a * (ro * i_a + p[HEAT_V1] * s[1] + kinetic_v(i_a, tab[T_I0], s[3]))
              + p[HEAT_V2] * i_a * s[2];
     r2 = i_a >= BMS_C(0.0) ? tab[T_R2] : tab[T_R2C];
     s[1] = a1 * s[1] + tab[T_R1] * (BMS_C(1.0) - a1) * i_a;

@@ -26,8 +26,8 @@ typedef float bms_real;
 #define BMS_CFG_SIZE 12               /* layout: see ukf.py */
 #define BMS_OUT_SIZE 5                /* v_pred V, ts_pred, innovation mV, NIS, status */
 #define BMS_U_SIZE 5                  /* i_a, ta_c, dt_s, v_meas V, ts_meas degC */
-#define BMS_NTAB 9                    /* tables in the flat params, see model.py */
-#define BMS_HEADER 14                 /* params header length */
+#define BMS_NTAB 10                   /* tables in the flat params, see model.py */
+#define BMS_HEADER 16                 /* params header length */
 #define BMS_MAX_SOC 128               /* largest accepted table grid */
 #define BMS_MAX_TEMP 32
 
