@@ -1116,9 +1116,8 @@ def fit_heat_table(cases, tables, capacity_ah, opts, c_core):
         ya.append((np.diff(ts) / dt)[sel] * w)
         # core node; the step into row k takes its parameters at row k - 1
         idx, wts = _bilinear(grid_s, grid_t, soc[:-1], tc[:-1])
-        i0 = np.sum(wts * np.asarray(tables.tab["i0_a"]).ravel()[idx], axis=1)
         ik = i[1:]
-        eta = ik * ecm.kinetic_np(ik, i0, tc[:-1])
+        eta = ik * ecm.kinetic_np(ik, tables.lookup("i0_a", soc[:-1], tc[:-1]), tc[:-1])
         B = np.zeros((len(sel), npar))
         np.add.at(B, (np.repeat(np.arange(len(sel)), 4), idx[sel].ravel()),
                   (wts[sel] * (ik[sel] ** 2)[:, None]).ravel())

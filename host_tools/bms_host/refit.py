@@ -69,8 +69,8 @@ class CellModel:
 
     def parts(self, seg, soc0, cap_ah, tc):
         """Per record of one segment: v without the R0 drop, R0 * i, the heat less its
-        ohmic part, soc, and the ohmic heat's resistance times i (model.step: rh_ohm,
-        else R0); the ohmic heat is i * r0_scale * that."""
+        ohmic part, and the ohmic heat's resistance times i (model.step: rh_ohm, else R0);
+        the ohmic heat is i * r0_scale * that."""
         import numpy as np
 
         from .ecm import kinetic_np, shift_path
@@ -111,8 +111,7 @@ class CellModel:
         k1 = float(self.th.get("heat_v1_fraction", 1.0))
         k2 = float(self.th.get("heat_v2_fraction", 1.0))
         rh = self.lookup("rh_ohm", soc, tc) if self.tables.heat_rh else r0
-        return (base, r0 * seg.i, seg.i * (k1 * v1 + kin) + k2 * seg.i * v2, soc,
-                rh * seg.i)
+        return base, r0 * seg.i, seg.i * (k1 * v1 + kin) + k2 * seg.i * v2, rh * seg.i
 
 
 def _fit_electrical(model, segs, fit_capacity):
@@ -128,7 +127,7 @@ def _fit_electrical(model, segs, fit_capacity):
         soc0 = theta[1:]
         ys, xs = [], []
         for s, z0, tc in zip(segs, soc0, tcs, strict=True):
-            base, x, *_ = model.parts(s, z0, cap, tc)
+            base, x, _, _ = model.parts(s, z0, cap, tc)
             ys.append(base - s.v)
             xs.append(x)
         y = np.concatenate(ys)
@@ -145,7 +144,7 @@ def _fit_electrical(model, segs, fit_capacity):
         scale, cap, resid = solve(theta, want_scale=True)
         new = []
         for s, z0, tc in zip(segs, theta[1:], tcs, strict=True):
-            _, _, q, _, xh = model.parts(s, z0, cap, tc)
+            _, _, q, xh = model.parts(s, z0, cap, tc)
             heat = s.i * scale * xh + q
             new.append(model.core_temp(s, heat))
         tcs = new
@@ -159,7 +158,7 @@ def _fit_thermal(model, segs, scale, cap, soc0s):
 
     heats = []
     for s, z0 in zip(segs, soc0s, strict=True):
-        _, _, q, _, xh = model.parts(s, z0, cap, s.ts)
+        _, _, q, xh = model.parts(s, z0, cap, s.ts)
         heats.append(s.i * scale * xh + q)
     th = model.th
 
