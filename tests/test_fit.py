@@ -218,6 +218,16 @@ def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
         assert "--tau1-max must be" in capsys.readouterr().err
 
 
+def test_fit_of_one_ambient_keeps_its_one_temperature_column(tmp_path):
+    # no Arrhenius column above it (that needs two columns): a fit of one ambient
+    data = tmp_path / "data"
+    make_dataset(data, ambients=(25.0,))
+    out = tmp_path / "c.json"
+    assert cli.main(["fit", str(data), "--out", str(out), "--no-report"]) == 0
+    cal, _ = read_calibration(out)
+    assert cal["tables"]["temp_c"] == [25.0]
+
+
 @functools.lru_cache(maxsize=2)
 def _held_out_residuals(cell):
     from bms_host import fit

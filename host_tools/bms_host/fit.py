@@ -1256,7 +1256,9 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     tabs["ocv_v"] = ocv_c20
     log("fit: %d HPPC steps fitted (%.1f s)" % (sum(len(v) for v in blocks.values()),
                                                  time.perf_counter() - t0))
-    if opts.get("t_extend_c") is not None and opts["t_extend_c"] > temps[-1]:
+    # Arrhenius needs two columns: data at one ambient keeps its one column
+    if opts.get("t_extend_c") is not None and opts["t_extend_c"] > temps[-1] \
+            and len(temps) >= 2:
         temps, tabs, ocv_c20 = extend_temperature(temps, tabs, ocv_c20, opts["t_extend_c"])
         opts["_strong_prior_t"] = [len(temps) - 1]
         log("fit: tables extended to %g degC (Arrhenius from the two warmest columns)"
@@ -1274,7 +1276,8 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
     prior = tabs
     tabs, ginfo = global_refine(cases, cap, grid, temps, prior, ocv_c20, opts, log=log,
                                 phi0=phi0)
-    for _ in range(opts.get("ext_passes", 1) - 1):
+    extended = bool(opts.get("_strong_prior_t"))
+    for _ in range(opts.get("ext_passes", 1) - 1 if extended else 0):
         # the extrapolated column again, now from the fitted columns below it
         _, ext, _ = extend_temperature(temps[:-1], {k: np.asarray(v)[:-1] for k, v in
                                                     tabs.items() if k in prior}, ocv_c20[:-1],
