@@ -46,7 +46,7 @@ bench-telemetry: $(STAMP) apt
 
 calibration: $(STAMP)
 	$(BIN)/bms-host synth --cell lgm50 --out data/lgm50
-	$(BIN)/bms-host fit data/lgm50 --out calibration/lgm50.json --tau1-max 30
+	$(BIN)/bms-host fit data/lgm50 --out calibration/lgm50.json --options calibration/options/lgm50.json
 	$(BIN)/bms-host synth --cell lfp --out data/lfp
 	$(BIN)/bms-host fit data/lfp --out calibration/lfp.json
 

@@ -218,6 +218,45 @@ def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
         assert "--tau1-max must be" in capsys.readouterr().err
 
 
+def test_fit_options_file_is_checked_and_reaches_the_fit(tmp_path, capsys):
+    data = tmp_path / "data"
+    make_dataset(data, ambients=(25.0,))
+    out = tmp_path / "c.json"
+    opts = tmp_path / "opts.json"
+    for text, says in (("{", "not valid JSON"), ("[1]", "must be a JSON object"),
+                       ('{"prior_rr": 1}', "unknown option 'prior_rr'"),
+                       ('{"prior_r": "small"}', "'prior_r' in"),
+                       ('{"heat_table": 1}', "'heat_table' in"),
+                       ('{"trace_norm": "all"}', "one of rows, loaded")):
+        opts.write_text(text)
+        assert cli.main(["fit", str(data), "--out", str(out), "--options", str(opts)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+        assert not out.exists()
+    assert cli.main(["fit", str(data), "--out", str(out), "--options",
+                     str(tmp_path / "none.json")]) == 2
+    assert "cannot read the fit options" in capsys.readouterr().err
+    opts.write_text('{"trace_norm": "loaded", "prior_r": 1, "tau1_range_s": [0.5, 20.0]}')
+    assert cli.main(["fit", str(data), "--out", str(out), "--options", str(opts),
+                     "--no-report", "--tau1-max", "30"]) == 0
+    cal, _ = read_calibration(out)
+    got = cal["provenance"]["fit_options"]
+    # the file's options over the defaults; --tau1-max wins over the file
+    assert got["trace_norm"] == "loaded" and got["prior_r"] == 1
+    assert got["tau1_range_s"] == [0.5, 30.0] and got["bias_weight"] == 1.0
+
+
+def test_trace_weight_counts_loaded_rows_or_all_selected_rows():
+    from bms_host import fit
+    t, i = _segments([(100, 1.0), (2000, 0.0), (50, -1.0)])
+    case = fit.Case("x.csv", "hppc", 25.0, "fit", {"time_s": t, "current_a": i})
+    rows = fit._row_selection(case, rest_weight=10)
+    # rested rows come back rest_weight times: "rows" counts them, "loaded" only the
+    # 150 rows under load
+    assert fit._trace_rows(case, rows, "rows") == len(rows) > len(np.unique(rows)) > 150
+    assert fit._trace_rows(case, rows, "loaded") == 150
+
+
 def test_fit_of_one_ambient_keeps_its_one_temperature_column(tmp_path):
     # no Arrhenius column above it (that needs two columns): a fit of one ambient
     data = tmp_path / "data"
@@ -260,10 +299,14 @@ def test_committed_calibration_holds_out_every_other_dynamic_profile(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_matches_its_provenance(cell):
+    from bms_host import fit
     cal, res = _held_out_residuals(cell)
-    # make calibration's fast-pair bound per cell (fit --tau1-max) reached the fit
-    tau1_max = {"lgm50": 30.0, "lfp": 60.0}[cell]
-    assert cal["provenance"]["fit_options"]["tau1_range_s"] == [0.5, tau1_max]
+    # make calibration's options per cell (fit --options) reached the fit
+    path = REPO / "calibration" / "options" / (cell + ".json")
+    want = dict(fit.default_options(), **(fit.read_options(path) if path.exists() else {}))
+    got = cal["provenance"]["fit_options"]
+    for k in ("tau1_range_s", "trace_norm", "bias_weight", "prior_r"):
+        assert got[k] == want[k], k
     for name, (_, m) in res.items():
         rec = cal["provenance"]["rmse"][name]
         assert math.isclose(rec["rmse_mv"], m["rmse_mv"], abs_tol=0.01), name

@@ -87,6 +87,9 @@ def configure(p):
                    help="upper bound in seconds of the fast RC pair's time constant "
                    "(default %g; the slow pair's starts at %g s)" % (TAU1_RANGE[1],
                                                                    TAU2_RANGE[0]))
+    p.add_argument("--options", default=None, metavar="FILE",
+                   help="JSON object of fit options over the defaults (fit.default_options; "
+                   "e.g. calibration/options/lgm50.json); --tau1-max wins over it")
     p.add_argument("--no-validate", action="store_true",
                    help="skip re-simulating the held-out cases")
     p.add_argument("--from-db", metavar="DB", default=None,
@@ -553,6 +556,18 @@ def _rest_gaps(support_row):
     return gap
 
 
+def _trace_rows(case, rows, norm):
+    """The row count a trace's weight is divided by: "rows", every selected row (the
+    rested ones rest_weight times over, so long rests dilute the trace's pulses); "loaded",
+    its distinct rows under load (each trace's loaded rows count the same, and the rests
+    come on top: an HPPC trace, a fifth of its selected rows under load, then weighs its
+    pulses as a DST trace does)."""
+    import numpy as np
+    if norm == "loaded":
+        return max(1, int(np.count_nonzero(case.cols["current_a"][np.unique(rows)])))
+    return len(rows)
+
+
 def _row_selection(case, rest_weight=1):
     """Rows used in the least squares: all rows under load and the first minute of every
     rest, then every 10th row of long rests (they change slowly). Rows rested 10 minutes
@@ -628,7 +643,7 @@ class LinearProblem:
             # traces count the same, times an optional weight per profile (on its bias
             # rows too)
             pw = opts.get("profile_weights", {}).get(c.profile, 1.0)
-            w = math.sqrt(pw / len(rows))
+            w = math.sqrt(pw / _trace_rows(c, rows, opts.get("trace_norm", "rows")))
             wb = w_bias * math.sqrt(pw)
             Xw = X * w
             AtA[np.ix_(cols, cols)] += Xw.T @ Xw
@@ -1226,6 +1241,8 @@ def default_options():
             "i0_range_a": [0.05, 1e4], "i0_smooth": 0.01, "i0_smooth_slope": 0.002,
             "i0_smooth_t": 0.002, "i0_max_nfev": 60,
             "ls_pocv": False, "profile_weights": {},
+            # what a trace's weight is divided by (_trace_rows): "rows" or "loaded"
+            "trace_norm": "rows",
             # weight of a fit-role profile in the thermal fit (default 1, 0 = left out):
             # the stepped charge heats by charge only, where the unmodelled reversible heat
             # has the other sign, so it would bend the network towards charge
@@ -1377,6 +1394,38 @@ def build_calibration(tb, info, cell_id, chemistry, results):
     return body
 
 
+OPTION_CHOICES = {"trace_norm": ("rows", "loaded")}
+
+
+def read_options(path):
+    """Fit options from a JSON file: an object whose keys are fit.default_options keys,
+    each value of the default's type (an int where a float is due is fine)."""
+    try:
+        with open(path) as f:
+            got = json.load(f)
+    except OSError as e:
+        raise UserError("cannot read the fit options %s: %s" % (path, e.strerror)) from None
+    except ValueError as e:
+        raise UserError("the fit options %s are not valid JSON (%s)" % (path, e)) from None
+    if not isinstance(got, dict):
+        raise UserError("the fit options %s must be a JSON object of option: value" % path)
+    defaults = default_options()
+    for k, v in got.items():
+        if k not in defaults:
+            raise UserError("the fit options %s name an unknown option %r (known: %s)"
+                            % (path, k, ", ".join(sorted(defaults))))
+        want = defaults[k]
+        ok = isinstance(v, type(want)) or (isinstance(want, float) and isinstance(v, int)
+                                           and not isinstance(v, bool))
+        if not ok or isinstance(v, bool) != isinstance(want, bool):
+            raise UserError("the fit option %r in %s must be a %s like the default %r"
+                            % (k, path, type(want).__name__, want))
+        if k in OPTION_CHOICES and v not in OPTION_CHOICES[k]:
+            raise UserError("the fit option %r in %s must be one of %s"
+                            % (k, path, ", ".join(OPTION_CHOICES[k])))
+    return got
+
+
 def run(args):
     from .calibration import read_calibration, write_calibration
     if args.from_db:
@@ -1397,7 +1446,8 @@ def run(args):
     if not fit_profiles:
         raise UserError("--fit-profiles needs at least one profile, e.g. %s"
                         % ",".join(FIT_PROFILES))
-    opts = {"fit_profiles": fit_profiles}
+    opts = dict(read_options(args.options) if args.options else {},
+                fit_profiles=fit_profiles)
     if args.tau1_max is not None:
         if not TAU1_RANGE[0] < args.tau1_max <= TAU2_RANGE[1]:
             raise UserError("--tau1-max must be a time constant in seconds from %g to %g"
