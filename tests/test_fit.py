@@ -227,7 +227,9 @@ def test_fit_options_file_is_checked_and_reaches_the_fit(tmp_path, capsys):
                        ('{"prior_rr": 1}', "unknown option 'prior_rr'"),
                        ('{"prior_r": "small"}', "'prior_r' in"),
                        ('{"heat_table": 1}', "'heat_table' in"),
-                       ('{"trace_norm": "all"}', "one of rows, loaded")):
+                       ('{"trace_norm": "all"}', "one of rows, loaded"),
+                       ('{"tau1_range_s": [30, 0.5]}', "0 < low < high"),
+                       ('{"i0_range_a": [0.05, "x"]}', "0 < low < high")):
         opts.write_text(text)
         assert cli.main(["fit", str(data), "--out", str(out), "--options", str(opts)]) == 2
         err = capsys.readouterr().err.strip()

@@ -1420,6 +1420,11 @@ def read_options(path):
         if not ok or isinstance(v, bool) != isinstance(want, bool):
             raise UserError("the fit option %r in %s must be a %s like the default %r"
                             % (k, path, type(want).__name__, want))
+        if k.endswith(("_range_s", "_range_a")) and not (
+                len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                    and math.isfinite(x) for x in v) and 0 < v[0] < v[1]):
+            raise UserError("the fit option %r in %s must be two numbers, 0 < low < high"
+                            % (k, path))
         if k in OPTION_CHOICES and v not in OPTION_CHOICES[k]:
             raise UserError("the fit option %r in %s must be one of %s"
                             % (k, path, ", ".join(OPTION_CHOICES[k])))
