@@ -35,7 +35,7 @@ from . import UserError, __version__
 
 HELP = "fit the cell model (OCV, R0, two RC pairs, thermal) to traces; write a calibration"
 
-FIT_VERSION = "fit-3"
+FIT_VERSION = "fit-4"
 
 # SOC grid: denser at the ends, where OCV bends.
 SOC_GRID = (0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -54,7 +54,10 @@ LIMITS = {
             "t_discharge_max_c": 60.0, "t_core_max_c": 60.0},
 }
 
-FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "dst", "chgsteps", "rate")
+# The multi-level pulse test ("pulses") gives the least squares the current levels the
+# kinetic term needs and pulses of 30 s; the first estimates (time constants) still come
+# from the HPPC alone.
+FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "pulses", "dst", "chgsteps", "rate")
 # The two RC pairs' time constants (s), from the HPPC pulses (opts tau1_range_s,
 # tau2_range_s; fit --tau1-max). The ranges overlap: at 0 degC the fast pair slides to
 # 45-60 s. Splitting them (--tau1-max 30) fits the LG M50's cold 2C charge better
@@ -556,32 +559,36 @@ def _rest_gaps(support_row):
     return gap
 
 
-def _trace_rows(case, rows, norm):
+def _trace_rows(case, rows, mult, norm):
     """The row count a trace's weight is divided by: "rows", every selected row (the
     rested ones rest_weight times over, so long rests dilute the trace's pulses); "loaded",
-    its distinct rows under load (each trace's loaded rows count the same, and the rests
-    come on top: an HPPC trace, a fifth of its selected rows under load, then weighs its
-    pulses as a DST trace does)."""
+    its rows under load (each trace's loaded rows count the same, and the rests come on
+    top: an HPPC trace, a fifth of its selected rows under load, then weighs its pulses as
+    a DST trace does)."""
     import numpy as np
     if norm == "loaded":
-        return max(1, int(np.count_nonzero(case.cols["current_a"][np.unique(rows)])))
-    return len(rows)
+        return max(1, int(np.count_nonzero(case.cols["current_a"][rows])))
+    return int(np.sum(mult))
 
 
 def _row_selection(case, rest_weight=1):
-    """Rows used in the least squares: all rows under load and the first minute of every
-    rest, then every 10th row of long rests (they change slowly). Rows rested 10 minutes
-    or more are the OCV as the filter sees it at rest: they count rest_weight times."""
+    """Rows used in the least squares and how many times each counts: all rows under load
+    and the first minute of every rest, then every 10th row of long rests (they change
+    slowly). Rows rested 10 minutes or more are the OCV as the filter sees it at rest: they
+    count rest_weight times (a row weight, not repeated rows: the same least squares)."""
     import numpy as np
     since = _rest_time(case)
     n = len(since)
     keep = (since <= 60.0) | (np.arange(n) % 10 == 0)
     keep[0] = True
     rows = np.nonzero(keep)[0]
-    if rest_weight > 1:
-        rested = rows[since[rows] >= REST_OCV_S]
-        rows = np.sort(np.concatenate([rows] + [rested] * (int(rest_weight) - 1)))
-    return rows
+    mult = np.where(since[rows] >= REST_OCV_S, float(max(1, int(rest_weight))), 1.0)
+    return rows, mult
+
+
+def _wmean(a, m):
+    """Mean of a's rows (or entries), row k counted m[k] times."""
+    return (m @ a) / m.sum()
 
 
 def case_shift(case, diffusion):
@@ -636,32 +643,34 @@ class LinearProblem:
         self.items = []
         for c in fit_cases:
             soc = case_soc(c, capacity_ah)
-            rows = _row_selection(c, opts.get("rest_weight", 1))
+            rows, m = _row_selection(c, opts.get("rest_weight", 1))
             X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"],
                                   rows, case_shift(c, opts.get("diffusion")))
             y = c.cols["voltage_v"][rows]
             # traces count the same, times an optional weight per profile (on its bias
             # rows too)
             pw = opts.get("profile_weights", {}).get(c.profile, 1.0)
-            w = math.sqrt(pw / _trace_rows(c, rows, opts.get("trace_norm", "rows")))
+            w = math.sqrt(pw / _trace_rows(c, rows, m, opts.get("trace_norm", "rows")))
             wb = w_bias * math.sqrt(pw)
-            Xw = X * w
+            # per row: the trace's weight and the row's multiplicity (squared: rw * rw)
+            rw = w * np.sqrt(m)
+            Xw = X * rw[:, None]
             AtA[np.ix_(cols, cols)] += Xw.T @ Xw
-            support[cols] += np.sum(X != 0, axis=0)
+            support[cols] += m @ (X != 0)
             i = c.cols["current_a"][rows]
             bias = []
             for mask in (i > 0, i < 0, i == 0):
-                if int(mask.sum()) < 5:
+                if m[mask].sum() < 5:
                     continue
-                g = X[mask].mean(axis=0) * wb
+                g = _wmean(X[mask], m[mask]) * wb
                 AtA[np.ix_(cols, cols)] += np.outer(g, g)
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
             idx, wts = _bilinear(grid_soc, grid_t, soc[rows], tc)
             rested = _rest_time(c)[rows] >= REST_OCV_S
-            np.add.at(rest_support, idx[rested].ravel(), wts[rested].ravel())
-            self.items.append({"case": c, "X": X, "cols": cols, "y": y, "w": w, "i": i,
-                               "tc": tc, "idx": idx, "wts": wts, "bias": bias,
+            np.add.at(rest_support, idx[rested].ravel(), (wts * m[:, None])[rested].ravel())
+            self.items.append({"case": c, "X": X, "cols": cols, "y": y, "rw": rw, "m": m,
+                               "i": i, "tc": tc, "idx": idx, "wts": wts, "bias": bias,
                                "w_bias": wb})
         R, rhs = _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P,
                                  rest_support)
@@ -693,10 +702,9 @@ class LinearProblem:
         import numpy as np
         Atb = self.Rtr.copy()
         for it, b in zip(self.items, targets, strict=True):
-            w = it["w"]
-            Atb[it["cols"]] += it["X"].T @ (b * (w * w))
+            Atb[it["cols"]] += it["X"].T @ (b * it["rw"] ** 2)
             for mask, g in it["bias"]:
-                Atb[it["cols"]] += g * (b[mask].mean() * it["w_bias"])
+                Atb[it["cols"]] += g * (_wmean(b[mask], it["m"][mask]) * it["w_bias"])
         return np.asarray(Atb)
 
     def solve(self, i0_tab, bounded=False):
@@ -732,17 +740,16 @@ class LinearProblem:
         out = []
         for it, b in zip(self.items, targets, strict=True):
             e = it["X"] @ x[it["cols"]] - b
-            out.append(e * it["w"])
+            out.append(e * it["rw"])
             for mask, _ in it["bias"]:
-                out.append(np.array([e[mask].mean() * it["w_bias"]]))
+                out.append(np.array([_wmean(e[mask], it["m"][mask]) * it["w_bias"]]))
         out.append(self.R @ x - self.rhs)
         return np.concatenate(out)
 
     def trace_rms(self, i0_tab, x):
         """RMS over the traces of each trace's RMS voltage error (V), rows as selected."""
-        import numpy as np
         targets = self._targets(i0_tab)
-        ms = [float(np.mean((it["X"] @ x[it["cols"]] - b) ** 2))
+        ms = [float(_wmean((it["X"] @ x[it["cols"]] - b) ** 2, it["m"]))
               for it, b in zip(self.items, targets, strict=True)]
         return math.sqrt(sum(ms) / len(ms))
 
@@ -769,17 +776,16 @@ class LinearProblem:
                 drow += it["wts"][:, c, None] * di0[it["idx"][:, c]]
             D = deta[:, None] * drow          # d target / dp, rows x np
             Ds.append(D)
-            w = it["w"]
-            AtD[it["cols"]] += it["X"].T @ (D * (w * w))
+            AtD[it["cols"]] += it["X"].T @ (D * (it["rw"] ** 2)[:, None])
             for mask, g in it["bias"]:
-                AtD[it["cols"]] += np.outer(g, D[mask].mean(axis=0) * it["w_bias"])
+                AtD[it["cols"]] += np.outer(g, _wmean(D[mask], it["m"][mask]) * it["w_bias"])
         S = cho_solve(self.cho, AtD)
         out = []
         for it, D in zip(self.items, Ds, strict=True):
             E = it["X"] @ S[it["cols"]] - D
-            out.append(E * it["w"])
+            out.append(E * it["rw"][:, None])
             for mask, _ in it["bias"]:
-                out.append(E[mask].mean(axis=0)[None, :] * it["w_bias"])
+                out.append(_wmean(E[mask], it["m"][mask])[None, :] * it["w_bias"])
         out.append(self.R @ S)
         return np.vstack(out)
 
@@ -1209,6 +1215,25 @@ def floors_for(ambient_c):
     return 20.0 if ambient_c < -2.5 else 10.0
 
 
+# The floors hold on the held-out dynamic profiles (issue 5: DST, random pulses, constant
+# power). The 2C fast charge is held out as a stress case beyond them (for the LG M50 twice
+# its 1C charge limit, and at -10 degC outside its charge temperature window): shown against
+# the same numbers, not counted.
+STRESS_PROFILES = ("fastcharge",)
+
+
+def above_floor(m):
+    """A case's metrics (rmse_mv, t_rmse_c, ambient_c) miss the floors."""
+    return m["rmse_mv"] > floors_for(m["ambient_c"]) or m["t_rmse_c"] > 0.5
+
+
+def floor_misses(results):
+    """(held-out cases that miss the floors, stress cases that miss the same numbers)."""
+    held = sorted(n for n, m in results.items() if m["role"] != "fit" and above_floor(m))
+    return ([n for n in held if results[n]["profile"] not in STRESS_PROFILES],
+            [n for n in held if results[n]["profile"] in STRESS_PROFILES])
+
+
 # ------------------------------------------------------------------ main
 
 def default_options():
@@ -1339,7 +1364,8 @@ def split_record(cases):
             "role_differs_from_manifest": moved}
 
 
-PROVENANCE_METRICS = ("role", "ambient_c", "rmse_mv", "bias_mv", "max_mv", "t_rmse_c")
+# per case in the provenance (the ambient is in the case's name; the report has the rest)
+PROVENANCE_METRICS = ("role", "rmse_mv", "bias_mv", "max_mv", "t_rmse_c")
 
 
 def build_calibration(tb, info, cell_id, chemistry, results):
@@ -1470,6 +1496,7 @@ def run(args):
         m, sim, err = evaluate(c, tb, info["capacity_ah"])
         m["role"] = c.role
         m["ambient_c"] = c.ambient_c
+        m["profile"] = c.profile
         results[c.name] = m
         sims[c.name] = (sim, err)
     body = build_calibration(tb, info, cell_id, chemistry, results)
@@ -1484,10 +1511,12 @@ def run(args):
     if report:
         write_report(report, info, tb, results, sims, fit_s, args.out)
         print("fit: report in %s (%.1f s total)" % (report, time.perf_counter() - t0))
-    bad = [n for n, m in results.items() if m["role"] != "fit"
-           and (m["rmse_mv"] > floors_for(m["ambient_c"]) or m["t_rmse_c"] > 0.5)]
+    bad, stress = floor_misses(results)
     if bad:
         print("fit: held-out cases above the floors: %s" % ", ".join(bad), file=sys.stderr)
+    if stress:
+        print("fit: stress cases above the floors' numbers (not counted): %s"
+              % ", ".join(stress), file=sys.stderr)
     return 0
 
 
@@ -1616,8 +1645,10 @@ def summary_markdown(info, tb, results, fit_s, cal_path):
              "", "Every case is re-simulated open loop with the device's model equations "
              "(fully coupled: the model's own core temperature drives the tables), from the "
              "trace's first-row SOC (soc_true) and temperature. Error = model - data. "
-             "Floors on held-out dynamic profiles: voltage RMSE <= 10 mV at ambients >= 0 "
-             "degC, <= 20 mV at -10 degC; surface temperature RMSE <= 0.5 degC.", "",
+             "Floors on held-out dynamic profiles (DST, random pulses, constant power): "
+             "voltage RMSE <= 10 mV at ambients >= 0 degC, <= 20 mV at -10 degC; surface "
+             "temperature RMSE <= 0.5 degC. Held out as stress cases, shown against the same "
+             "numbers but not counted: %s." % ", ".join(STRESS_PROFILES), "",
              "Data split (decided by the fit, `--fit-profiles`): fit on %s; held out: %s.%s"
              % (", ".join(sp["fit_profiles"]), ", ".join(sp["validation_profiles"]) or "none",
                 (" Roles that differ from the data manifest: %s."
@@ -1635,13 +1666,15 @@ def summary_markdown(info, tb, results, fit_s, cal_path):
     if held:
         lines.append(summary_table(held))
         lines.append("")
-        ok = []
-        for n, m in sorted(held.items()):
-            fl = floors_for(m["ambient_c"])
-            if m["rmse_mv"] > fl or m["t_rmse_c"] > 0.5:
-                ok.append("- **%s above the floor**: %.1f mV (floor %.0f), %.2f degC"
-                          % (n, m["rmse_mv"], fl, m["t_rmse_c"]))
-        lines.extend(ok or ["All held-out cases meet the floors."])
+        bad, stress = floor_misses(results)
+        lines.extend(["- **%s above the floor**: %.1f mV (floor %.0f), %.2f degC"
+                      % (n, held[n]["rmse_mv"], floors_for(held[n]["ambient_c"]),
+                         held[n]["t_rmse_c"]) for n in bad]
+                     or ["All held-out dynamic profiles meet the floors."])
+        lines.extend("- stress case %s above the floor's numbers (not counted): %.1f mV "
+                     "(%.0f), %.2f degC" % (n, held[n]["rmse_mv"],
+                                            floors_for(held[n]["ambient_c"]),
+                                            held[n]["t_rmse_c"]) for n in stress)
     else:
         lines.append("(no held-out cases in the data set)")
     lines += ["", "## Fit cases", "", summary_table(fitr), "",

@@ -75,8 +75,8 @@ def configure(parser):
                         help="comma-separated ambient temperatures in degC "
                              "(default -10,0,25,45; --quick: 25)")
     parser.add_argument("--profiles", default=None,
-                        help="comma-separated subset of profiles (pocv_dis,pocv_chg,hppc,dst,"
-                             "random,cp,fastcharge,chgsteps,rate)")
+                        help="comma-separated subset of profiles (pocv_dis,pocv_chg,hppc,pulses,"
+                             "dst,random,cp,fastcharge,chgsteps,rate)")
     parser.add_argument("--quick", action="store_true",
                         help="self-test: one 120 s pulse profile on a coarse mesh")
     parser.add_argument("--aged", action="store_true",
@@ -724,8 +724,8 @@ def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manife
             qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache)
     work = [(spec, a, p, q_c20, qr[p["init_soc"]], use_cache) for p, a in tasks]
     # the longest first, so two workers finish together
-    order = {"dst": 0, "hppc": 1, "random": 2, "cp": 3, "chgsteps": 4, "fastcharge": 5, "rate": 5,
-             "pocv_dis": 6, "pocv_chg": 7}
+    order = {"dst": 0, "hppc": 1, "pulses": 1, "random": 2, "cp": 3, "chgsteps": 4,
+             "fastcharge": 5, "rate": 5, "pocv_dis": 6, "pocv_chg": 7}
     idx = sorted(range(len(work)), key=lambda i: order.get(work[i][2]["name"], 9))
     results = [None] * len(work)
     bar = tqdm(total=len(work), desc="synth %s" % spec["cell"], unit="exp")

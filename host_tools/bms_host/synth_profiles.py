@@ -57,6 +57,28 @@ def hppc(c_ah, rest_s=1800, levels=10):
                      "that would pass the upper limit is replaced by rest" % rest_s)}
 
 
+def pulses(c_ah, levels=10, rest_s=1800, pulse_s=30, gap_s=60):
+    """Multi-level pulse test (fit role). The HPPC's one 1C pulse of 10 s shows neither how
+    the pulse resistance falls with current (the kinetic term) nor the fast pair's shape
+    beyond 10 s: per 10 % step, 30 s pulses at 0.5, 1 and 2C discharge and 0.5 and 1C
+    charge (the LG M50's charge trip), a minute's rest after each, then a 1C discharge to
+    the next step and a long rest."""
+    blocks = []
+    for _ in range(levels):
+        segs = []
+        for c_rate in (0.5, 1.0, 2.0, -0.5, -1.0):
+            segs += [(pulse_s, round(c_rate * c_ah, 4)), (gap_s, 0.0)]
+        segs += [(300, round(c_ah, 4)), (rest_s, 0.0)]
+        blocks.append({"segs": segs, "on_max": "mute", "on_min": "next"})
+    return {"name": "pulses", "role": "fit", "init_soc": 1.0, "dt": 1.0, "mode": "current",
+            "blocks": blocks,
+            "desc": ("multi-level pulses from full: per step %d s at 0.5, 1 and 2C discharge "
+                     "and 0.5 and 1C charge, %d s rest after each, 300 s 1C discharge, %d s "
+                     "rest; a charge pulse that would pass the upper limit is replaced by "
+                     "rest, a step that reaches the lower limit ends there"
+                     % (pulse_s, gap_s, rest_s))}
+
+
 def dst(c_ah, peak_c=2.0, cycles=60):
     """Current-equivalent DST: the power steps scaled so 100 % = peak_c * C in amperes
     (power / nominal voltage); regen (charge) steps are muted near full."""
@@ -163,5 +185,6 @@ def quick_pulses(c_ah):
 
 
 def standard_profiles(c_ah, v_nom):
-    return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), dst(c_ah), random_pulses(c_ah),
-            const_power(c_ah, v_nom), fast_charge(c_ah), charge_steps(c_ah), rate_test(c_ah)]
+    return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), pulses(c_ah), dst(c_ah),
+            random_pulses(c_ah), const_power(c_ah, v_nom), fast_charge(c_ah),
+            charge_steps(c_ah), rate_test(c_ah)]
