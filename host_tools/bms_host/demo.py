@@ -45,14 +45,17 @@ def run(args):
     _step("synth: PyBaMM DFN traces for %s (cached)" % args.cell)
     if cli_main(["synth", "--cell", args.cell, "--out", data_dir]) != 0:
         raise UserError("synth failed")
-    key = _fit_key(data_dir)
+    # the cell's fit options, as `make calibration` fits it
+    options = REPO / "calibration" / "options" / ("%s.json" % args.cell)
+    opt_args = ["--options", str(options)] if options.is_file() else []
+    key = _fit_key(data_dir, options if opt_args else None)
     key_file = cal + ".key"
     if os.path.isfile(cal) and os.path.isfile(key_file) and open(key_file).read() == key:
         _step("fit: ECM + thermal calibration (cached: same data and fit code)")
     else:
         _step("fit: ECM + thermal calibration")
         if cli_main(["fit", data_dir, "--out", cal, "--report",
-                     os.path.join(args.out, "report")]):
+                     os.path.join(args.out, "report")] + opt_args):
             raise UserError("fit failed")
         with open(key_file, "w") as f:
             f.write(key)
@@ -101,8 +104,9 @@ def run(args):
     return 0
 
 
-def _fit_key(data_dir):
-    """Hash of what the fit depends on: the dataset and the fit and model code."""
+def _fit_key(data_dir, options=None):
+    """Hash of what the fit depends on: the dataset, the fit options and the fit and model
+    code."""
     import hashlib
 
     h = hashlib.sha256()
@@ -110,7 +114,7 @@ def _fit_key(data_dir):
                  REPO / "host_tools" / "bms_host" / "fit.py",
                  REPO / "host_tools" / "bms_host" / "ecm.py",
                  REPO / "device" / "bms" / "model.py",
-                 REPO / "device" / "bms" / "calfile.py"):
+                 REPO / "device" / "bms" / "calfile.py") + ((options,) if options else ()):
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()

@@ -102,10 +102,6 @@ class Tables:
                    capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"],
                    cal.get("diffusion"))
 
-    def soc_weights(self, soc):
-        """Bracket index i and weight w per sample along the soc grid (clamped)."""
-        return bracket(self.soc, soc)
-
     def ocv(self, soc, temp_c):
         """OCV, rising past the top of the SOC grid as on the device (model.lookup)."""
         soc = np.asarray(soc, dtype=float)
