@@ -229,7 +229,10 @@ def test_fit_options_file_is_checked_and_reaches_the_fit(tmp_path, capsys):
                        ('{"heat_table": 1}', "'heat_table' in"),
                        ('{"trace_norm": "all"}', "one of rows, loaded"),
                        ('{"tau1_range_s": [30, 0.5]}', "0 < low < high"),
-                       ('{"i0_range_a": [0.05, "x"]}', "0 < low < high")):
+                       ('{"i0_range_a": [0.05, "x"]}', "0 < low < high"),
+                       ('{"bias_weight": -0.3}', "'bias_weight' in"),
+                       ('{"rest_weight": -1}', "finite number >= 0"),
+                       ('{"t_extend_c": 1e999}', "t_extend_c' in")):
         opts.write_text(text)
         assert cli.main(["fit", str(data), "--out", str(out), "--options", str(opts)]) == 2
         err = capsys.readouterr().err.strip()

@@ -1421,6 +1421,7 @@ def build_calibration(tb, info, cell_id, chemistry, results):
 
 
 OPTION_CHOICES = {"trace_norm": ("rows", "loaded")}
+SIGNED_OPTIONS = ("t_extend_c",)
 
 
 def read_options(path):
@@ -1454,6 +1455,11 @@ def read_options(path):
         if k in OPTION_CHOICES and v not in OPTION_CHOICES[k]:
             raise UserError("the fit option %r in %s must be one of %s"
                             % (k, path, ", ".join(OPTION_CHOICES[k])))
+        # weights, smoothing, priors and counts: none is negative (a temperature may be)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (
+                math.isfinite(v) and (v >= 0 or k in SIGNED_OPTIONS)):
+            raise UserError("the fit option %r in %s must be a finite number%s"
+                            % (k, path, "" if k in SIGNED_OPTIONS else " >= 0"))
     return got
 
 
