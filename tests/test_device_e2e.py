@@ -55,7 +55,8 @@ def test_push_hot_reloads_and_rejects_corrupt(tmp_path, sample_file):
         truncated = tmp_path / "truncated.json"
         truncated.write_text(good[: len(good) // 2])
         edited = tmp_path / "edited.json"
-        edited.write_text(good.replace('"v_max": 4.2', '"v_max": 4.1', 1))
+        edited.write_text(good.replace('"v_max":4.2', '"v_max":4.1', 1))
+        assert edited.read_text() != good
         cal = sample_cal.calibration()
         cal["pack"] = {"series_cells": 4}
         wrong_count = write_cal(tmp_path / "count.json", cal)

@@ -329,6 +329,16 @@ def test_committed_calibration_signed_fits_the_boards_receive_buffer(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_committed_calibration_is_the_canonical_text_of_its_content(cell):
+    # compact, sorted keys: what `make calibration` writes, byte for byte
+    from bms_host import calibration
+    path = REPO / "calibration" / ("%s.json" % cell)
+    cal, _ = read_calibration(path)
+    assert path.read_text() == calibration.encode(cal)
+    assert "\n" not in path.read_text()
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_surface_temperature_meets_the_floor(cell):
     # with the ohmic heat's own table (fit_heat_table); from R0, cp_m10C was 0.72 degC
     _, res = _held_out_residuals(cell)

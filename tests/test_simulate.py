@@ -84,7 +84,9 @@ def test_cli_errors(tmp_path, cal_path, capsys):
     trace = tmp_path / "trace.csv"
     _write_trace(trace)
     bad = tmp_path / "bad.json"
-    bad.write_text(cal_path.read_text().replace('"capacity_ah": 5', '"capacity_ah": 6'))
+    text = cal_path.read_text()
+    bad.write_text(text.replace('"capacity_ah":5', '"capacity_ah":6'))
+    assert bad.read_text() != text
     assert cli.main(["simulate", str(trace), "--calibration", str(bad), "--out",
                      str(out)]) == 2
     err = capsys.readouterr().err.strip()

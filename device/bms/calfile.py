@@ -2,7 +2,8 @@
 # device, so it is MicroPython-compatible (no typing, no sort_keys, hashlib only).
 #
 # File layout (bytes):  {"checksum": "<64 hex>",<body without its opening brace>
-# where body = json.dumps(calibration, sort_keys=True, indent=1) on the host. The
+# where body is the host's canonical JSON of the calibration (bms_host.calibration:
+# sorted keys, compact; files before fit-4 were indented, and load the same). The
 # checksum is SHA-256 over the body bytes, so a float32 device checks exactly what
 # the host wrote without re-serialising floats.
 import json
@@ -70,7 +71,7 @@ def split(text):
 
 
 def encode(cal_body_json):
-    """File text for a body already serialised canonically (sorted keys, indent=1)."""
+    """File text for a body already serialised (the host's canonical JSON)."""
     if not cal_body_json.startswith("{"):
         raise CalibrationError("calibration: body is not a JSON object")
     return _HEAD + sha256_hex(cal_body_json) + '",' + cal_body_json[1:]

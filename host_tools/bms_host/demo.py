@@ -113,6 +113,7 @@ def _fit_key(data_dir, options=None):
     for path in (os.path.join(data_dir, "manifest.json"),  # holds every CSV's hash
                  REPO / "host_tools" / "bms_host" / "fit.py",
                  REPO / "host_tools" / "bms_host" / "ecm.py",
+                 REPO / "host_tools" / "bms_host" / "calibration.py",
                  REPO / "device" / "bms" / "model.py",
                  REPO / "device" / "bms" / "calfile.py") + ((options,) if options else ()):
         with open(path, "rb") as f:

@@ -293,6 +293,7 @@ def run_from_db(db_path, device_id, base_calibration_path, out_path, echo=print)
     import hashlib
 
     from . import use_device_code
+    from .calibration import encode
 
     use_device_code()
     from bms import calfile
@@ -314,9 +315,8 @@ def run_from_db(db_path, device_id, base_calibration_path, out_path, echo=print)
                      "boots": len(per_cell[min(per_cell)]), "parent_checksum": base_sum,
                      "result": report, "tool": "bms-host fit --from-db"}
     new["provenance"] = prov
-    body = json.dumps(new, sort_keys=True, indent=1)
-    text = calfile.encode(body)
-    calfile.loads(text)  # never write a file the device would reject
+    text = encode(new)
+    checksum = calfile.loads(text)[1]  # never write a file the device would reject
     out_path = str(out_path)
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
@@ -340,5 +340,5 @@ def run_from_db(db_path, device_id, base_calibration_path, out_path, echo=print)
     for note in report["notes"]:
         echo("  " + note)
     echo("wrote %s (checksum %s); review it, then push it with: bms-host push %s --port PORT"
-         % (out_path, calfile.sha256_hex(body)[:12], out_path))
+         % (out_path, checksum[:12], out_path))
     return report
