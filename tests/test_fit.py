@@ -347,16 +347,24 @@ def test_committed_calibration_surface_temperature_meets_the_floor(cell):
     assert not bad, "surface temperature above 0.5 degC RMSE: " + ", ".join(bad)
 
 
+def _floor_misses(cell):
+    """fit.floor_misses over the committed calibration's held-out cases: (held-out cases
+    above the floors, stress cases above the same numbers), each as 'name mV / degC'."""
+    from bms_host.fit import floor_misses
+    _, res = _held_out_residuals(cell)
+    results = {n: dict(m, ambient_c=amb, role="validation", profile=n.rsplit("_", 1)[0])
+               for n, (amb, m) in res.items()}
+    return tuple(["%s %.1f mV / %.2f degC" % (n, results[n]["rmse_mv"], results[n]["t_rmse_c"])
+                  for n in names] for names in floor_misses(results))
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_meets_the_floors(cell):
     # every held-out dynamic profile (random pulses, constant power) at every ambient
-    from bms_host.fit import STRESS_PROFILES, above_floor
+    from bms_host.fit import STRESS_PROFILES
     _, res = _held_out_residuals(cell)
-    bad = ["%s %.1f mV / %.2f degC" % (n, m["rmse_mv"], m["t_rmse_c"])
-           for n, (amb, m) in sorted(res.items())
-           if n.rsplit("_", 1)[0] not in STRESS_PROFILES
-           and above_floor(dict(m, ambient_c=amb))]
     assert {n.rsplit("_", 1)[0] for n in res} - set(STRESS_PROFILES) == {"random", "cp"}
+    bad, _ = _floor_misses(cell)
     assert not bad, "held-out cases above the floors: " + ", ".join(bad)
 
 
@@ -366,9 +374,5 @@ def test_committed_calibration_meets_the_floors(cell):
                           "calibration/reports/*/summary.md)", strict=False)
 @pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_fast_charge_meets_the_floors_numbers(cell):
-    from bms_host.fit import above_floor
-    _, res = _held_out_residuals(cell)
-    bad = ["%s %.1f mV / %.2f degC" % (n, m["rmse_mv"], m["t_rmse_c"])
-           for n, (amb, m) in sorted(res.items())
-           if n.startswith("fastcharge_") and above_floor(dict(m, ambient_c=amb))]
-    assert not bad, "fast charge above the floors' numbers: " + ", ".join(bad)
+    _, stress = _floor_misses(cell)
+    assert not stress, "fast charge above the floors' numbers: " + ", ".join(stress)

@@ -293,7 +293,7 @@ def run_from_db(db_path, device_id, base_calibration_path, out_path, echo=print)
     import hashlib
 
     from . import use_device_code
-    from .calibration import encode
+    from .calibration import write_calibration
 
     use_device_code()
     from bms import calfile
@@ -315,16 +315,12 @@ def run_from_db(db_path, device_id, base_calibration_path, out_path, echo=print)
                      "boots": len(per_cell[min(per_cell)]), "parent_checksum": base_sum,
                      "result": report, "tool": "bms-host fit --from-db"}
     new["provenance"] = prov
-    text = encode(new)
-    checksum = calfile.loads(text)[1]  # never write a file the device would reject
     out_path = str(out_path)
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
         raise UserError("cannot write %s: folder %s does not exist" % (out_path, folder))
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, out_path)
+    # validated (never a file the device would reject), then written atomically
+    checksum = write_calibration(new, out_path)
     echo("refit of %s from %d records of %s (%d boot(s)):"
          % (os.path.basename(str(base_calibration_path)), n, device_id,
             prov["refit"]["boots"]))
