@@ -2,8 +2,6 @@
 #   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/boards/esp32/manifest.py
 # ruff: noqa: F821  (include/package/module come from MicroPython's manifest tool)
 include("$(PORT_DIR)/boards/manifest.py")
-package("bms", base_path="../../device")
-package("drivers", files=("__init__.py", "assemble.py", "ina226.py", "ina228.py",
-                          "ads1115.py", "adc_taps.py", "ntc.py", "fet.py"), base_path="..")
+include("../device_manifest.py")
 module("board.py")
 module("main.py", base_path="..")  # starts the BMS at boot

@@ -23,6 +23,7 @@ from bms import backends, balancing, calfile, calstore, estimator, faultlog, mod
 FAST_MS = 10
 EST_MS = 100
 FAULTLOG_PATH = "faults.json"
+EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
 UPLOAD_PATH = "cal/upload.json"
 ISSUED_PATH = "cal/issued"     # issue number of the last calibration applied over MQTT
 
@@ -54,19 +55,27 @@ class LoopStats:
 
 class App:
     def __init__(self, board, default_calibration=None, backend=None, cells_per_tick=None,
-                 device_id="bms"):
+                 device_id="bms", cal=None, faultlog_path=FAULTLOG_PATH):
         # `board` is a board module's object: a sensors.Board, or the sim's SimBoard.
+        # cal: a calibration (dict, validated) to run on from memory instead of the
+        # store on flash (a board without a writable filesystem, a test).
         self.sim = board if hasattr(board, "advance") else None
         self.hw = board.board if self.sim is not None else board
         hw = self.hw
         self.n = hw.n_cells
         self.device_id = device_id
-        self.log = faultlog.FaultLog(FAULTLOG_PATH)
+        self.log = faultlog.FaultLog(faultlog_path)
         self.sensors = sensors.Sensors(hw)
         self.balancer = balancing.Balancer(self.n)
         self.backend_name = backend
         self.store = calstore.CalStore(self.n)
-        if not self.store.load() and default_calibration:
+        self.backend_note = None   # why a faster filter backend was passed over
+        self.est_errors = 0        # estimator ticks that raised (protection ran on)
+        self.est_error = None      # the last such error, one line
+        self._est_fail_run = 0
+        if cal is not None:
+            self.store.use(cal)
+        elif not self.store.load() and default_calibration:
             try:
                 with open(default_calibration) as f:
                     self.store.install_text(f.read())
@@ -106,7 +115,7 @@ class App:
             self.protection.inherit_latches(old_p)
         self.cells = []
         if cal is not None:
-            b = backends.make(self.backend_name)
+            b, self.backend_note = backends.choose(self.backend_name, cal)
             p = b.alloc(model.pack(cal))      # one copy of the tables for the whole pack
             self.cells = [estimator.CellEstimator(cal, b, params=p) for _ in range(self.n)]
             self._cell_ms = [None] * self.n
@@ -172,15 +181,13 @@ class App:
         t0 = ticks_us()
         s = self.sensors.sample
         if s.t_ms is not None and s.current_st == sensors.OK and self.cells:
-            ta = self.ambient_c(s)
-            for _ in range(min(self.cells_per_tick, self.n)):
-                k = self._rr
-                self._rr = (self._rr + 1) % self.n
-                self._estimate_cell(k, s, now_ms, ta)
-            # SOP costs several model evaluations: one cell per tick keeps the tick short
-            # (16 cells: each cell's limits are at most 1.6 s old).
-            self.cells[self._sop_rr].update_sop(ta)
-            self._sop_rr = (self._sop_rr + 1) % self.n
+            # The estimator is advisory: whatever it raises is counted and logged, and
+            # the fast tick (protection, FETs) and the watchdog go on regardless.
+            try:
+                self._estimate(s, now_ms)
+                self._est_fail_run = 0
+            except Exception as e:
+                self._estimator_failed(e)
         soc = [c.soc() for c in self.cells] if self.cells else None
         mask = self.balancer.update(s.cell_v, s.current_a if s.current_a == s.current_a
                                     else 0.0, bool(self.protection.active), soc, s.cell_st)
@@ -200,6 +207,38 @@ class App:
             self.log.dirty = False
         self.checkins["estimator"] = True
         self.est_stats.add(ticks_diff(ticks_us(), t0))
+
+    def _estimate(self, s, now_ms):
+        ta = self.ambient_c(s)
+        for _ in range(min(self.cells_per_tick, self.n)):
+            k = self._rr
+            self._rr = (self._rr + 1) % self.n
+            self._estimate_cell(k, s, now_ms, ta)
+        # SOP costs several model evaluations: one cell per tick keeps the tick short
+        # (16 cells: each cell's limits are at most 1.6 s old).
+        self.cells[self._sop_rr].update_sop(ta)
+        self._sop_rr = (self._sop_rr + 1) % self.n
+
+    def _estimator_failed(self, e):
+        self.est_errors += 1
+        self._est_fail_run += 1
+        self.est_error = "%s: %s" % (type(e).__name__, e)
+        # Logged the first time and then every 100th, so a persistent error cannot push
+        # the protection's faults out of the ring.
+        if self.est_errors % 100 == 1:
+            self.log.append("EST_ERROR", self.now_ms, self.est_errors)
+        if self._est_fail_run >= EST_FAIL_SWITCH:
+            # The backend keeps failing: the next slower one takes over, each cell
+            # keeping its SOC.
+            failed = self.cells[0].backend.name
+            self._est_fail_run = 0
+            self.backend_name = None
+            b, note = backends.choose(None, self.store.cal, after=failed)
+            self.backend_name = b.name
+            self._apply_calibration()
+            self.backend_note = "%s failed in service (%s)%s" % (
+                failed, self.est_error, "; " + note if note else "")
+            self.log.append("EST_BACKEND", self.now_ms, backends.NAMES.index(b.name))
 
     def _estimate_cell(self, k, s, now_ms, ta):
         c = self.cells[k]
@@ -309,6 +348,9 @@ class App:
             "loop_fast": self.fast_stats.as_dict(),
             "loop_est": self.est_stats.as_dict(),
             "backend": cells[0].backend.name if cells else "none",
+            "backend_note": self.backend_note,
+            "est_errors": self.est_errors,
+            "est_error": self.est_error,
             "cal_checksum": self.store.checksum,
         }
         if show:
@@ -347,6 +389,10 @@ class App:
         r["temperatures"] = "ok" if not bad else "temperature sensors %s faulty" % bad
         r["calibration"] = "ok" if self.store.cal else (self.store.note or "none")
         r["backend"] = self.cells[0].backend.name if self.cells else "no estimator"
+        if self.backend_note:
+            r["backend"] += " (passed over: %s)" % self.backend_note
+        r["estimator"] = "ok" if not self.est_errors else "%d failed ticks, last: %s" % (
+            self.est_errors, self.est_error)
         ok, why = backends.available("native")
         r["native"] = "ok" if ok else why
         for line in sorted(r):
@@ -380,6 +426,10 @@ def _print_status(d):
             "/".join(_fmt(x, "%.1f") for x in d["sop_dis_a"]),
             "/".join(_fmt(x, "%.1f") for x in d["sop_chg_a"])))
     w("faults: %s\n" % (", ".join(d["faults"]) or "none"))
+    if d["backend_note"]:
+        w("filter backend %s; passed over: %s\n" % (d["backend"], d["backend_note"]))
+    if d["est_errors"]:
+        w("estimator: %d failed ticks, last: %s\n" % (d["est_errors"], d["est_error"]))
     f, e = d["loop_fast"], d["loop_est"]
     w("loop: fast %d/%d us (mean/max, %d overruns), estimator %d/%d us (%d overruns)\n" % (
         f["mean_us"], f["max_us"], f["overruns"], e["mean_us"], e["max_us"], e["overruns"]))

@@ -43,10 +43,6 @@ class CalStore:
         self.checksum = None
         self.source = None
         self.note = None  # one sentence about what boot found, if anything was wrong
-        try:
-            os.mkdir(self._p(DIR))
-        except OSError:
-            pass
 
     def _p(self, path):
         return self.root + path if self.root else path
@@ -82,6 +78,10 @@ class CalStore:
     def install_text(self, text):
         """Validate and store a calibration; raises CalibrationError (old one stays)."""
         cal, checksum = calfile.loads(text, self.series_cells)
+        try:
+            os.mkdir(self._p(DIR))
+        except OSError:
+            pass  # there already
         tmp = self._p(TMP)
         with open(tmp, "w") as f:
             f.write(text)
@@ -98,6 +98,11 @@ class CalStore:
         os.rename(self._p(STAGED), self._p(ACTIVE))
         self.cal, self.checksum, self.source = cal, checksum, ACTIVE
         return checksum
+
+    def use(self, cal, checksum=None, note=None):
+        """Run on a calibration held in memory (a board without writable flash, a test);
+        nothing is stored."""
+        self.cal, self.checksum, self.source, self.note = cal, checksum, "memory", note
 
     def install_file(self, path):
         """Install from a file (e.g. uploaded by bms-host push); the upload is removed."""

@@ -34,7 +34,8 @@ NSIG = ukf.NSIG
 NROW = NX + ukf.NZ
 _VROW = NX
 _TROW = NX + 1
-_DIAG = slice(0, NX * NX, NX + 1)  # the diagonal of a flat row-major NX x NX matrix
+_NN = NX * NX  # P[0:_NN:NX + 1] is the diagonal of a flat row-major NX x NX matrix
+# (written out at each use: MicroPython cannot make slice objects with slice())
 
 
 def _finite(v):
@@ -177,7 +178,7 @@ class Backend:
         C = np.dot(D * self.wrow, D.transpose())
         Pm[:, :] = C[0:n, 0:n]
         q = cfg[0:n]
-        P[_DIAG] = P[_DIAG] + q * q * dt_s
+        P[0:_NN:NX + 1] = P[0:_NN:NX + 1] + q * q * dt_s
         zv = m[_VROW, 0]
         zt = m[_TROW, 0]
         svv = C[_VROW, _VROW]
@@ -224,7 +225,7 @@ class Backend:
         x[:] = m[0:n, 0] + KT[0] * ev + KT[1] * et
         M = Pm - np.dot(KT.transpose(), pz)
         Pm[:, :] = (M + M.transpose()) * 0.5
-        P[_DIAG] = np.maximum(P[_DIAG], q * q * 1e-2)
+        P[0:_NN:NX + 1] = np.maximum(P[0:_NN:NX + 1], q * q * 1e-2)
         # Adaptive voltage noise: covariance matching on the innovation, bounded.
         if use_v and cfg[9] > 0.0:
             target = ev * ev - svv

@@ -65,7 +65,7 @@ typedef struct {
     int nt;
 } params;
 
-static int finite(bms_real v) {
+static int bms_finite(bms_real v) {
     return v == v && BMS_C(-1e30) < v && v < BMS_C(1e30);
 }
 
@@ -83,11 +83,11 @@ static int count_ok(bms_real v, int max) {
 static int increasing(const bms_real *g, int n) {
     int k;
     for (k = 0; k + 1 < n; k++) {
-        if (!(g[k] < g[k + 1]) || !finite(g[k]) || !finite(g[k + 1])) {
+        if (!(g[k] < g[k + 1]) || !bms_finite(g[k]) || !bms_finite(g[k + 1])) {
             return 0;
         }
     }
-    return n > 1 || finite(g[0]);
+    return n > 1 || bms_finite(g[0]);
 }
 
 int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
@@ -113,11 +113,11 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     }
     /* Capacity and the thermal constants divide: they must be positive. */
     for (k = CAP_AS; k <= R_SA; k++) {
-        if (!(p[k] > BMS_C(0.0)) || !finite(p[k])) {
+        if (!(p[k] > BMS_C(0.0)) || !bms_finite(p[k])) {
             return BMS_PARAMS_CONSTS;
         }
     }
-    if (!finite(p[R0_SCALE])) {
+    if (!bms_finite(p[R0_SCALE])) {
         return BMS_PARAMS_CONSTS;
     }
     /* The heated fractions of i*v1 and i*v2 lie in [0, 1] (calfile checks the same);
@@ -128,9 +128,9 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
         return BMS_PARAMS_CONSTS;
     }
     /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
-    if (!finite(p[SHIFT]) || !(p[SHIFT_GAIN] >= BMS_C(0.0)) || !finite(p[SHIFT_GAIN])
-        || !(p[SHIFT_GAIN_CHG] >= BMS_C(0.0)) || !finite(p[SHIFT_GAIN_CHG])
-        || !(p[SHIFT_TAU] > BMS_C(0.0)) || !finite(p[SHIFT_TAU]) || !finite(p[SHIFT_E])) {
+    if (!bms_finite(p[SHIFT]) || !(p[SHIFT_GAIN] >= BMS_C(0.0)) || !bms_finite(p[SHIFT_GAIN])
+        || !(p[SHIFT_GAIN_CHG] >= BMS_C(0.0)) || !bms_finite(p[SHIFT_GAIN_CHG])
+        || !(p[SHIFT_TAU] > BMS_C(0.0)) || !bms_finite(p[SHIFT_TAU]) || !bms_finite(p[SHIFT_E])) {
         return BMS_PARAMS_CONSTS;
     }
     return BMS_PARAMS_OK;
@@ -422,7 +422,7 @@ static void update_covariance(const bms_real *cfg, workspace *w) {
 static int all_finite(const bms_real *v, int n) {
     int k;
     for (k = 0; k < n; k++) {
-        if (!finite(v[k])) {
+        if (!bms_finite(v[k])) {
             return 0;
         }
     }
@@ -447,7 +447,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
         return fail(out, BMS_ERR_PARAMS);
     }
     /* Inputs the model divides by or integrates: refuse rather than spread NaN. */
-    if (!finite(u[0]) || !finite(u[1]) || !finite(u[2]) || !(u[2] > BMS_C(0.0))) {
+    if (!bms_finite(u[0]) || !bms_finite(u[1]) || !bms_finite(u[2]) || !(u[2] > BMS_C(0.0))) {
         return fail(out, BMS_ERR_NONFINITE);
     }
     m.p = p;
@@ -463,8 +463,8 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
 
     rv = cfg[10];
     rt = cfg[7] * cfg[7];
-    use_v = finite(v_meas);
-    use_t = finite(ts_meas);
+    use_v = bms_finite(v_meas);
+    use_t = bms_finite(ts_meas);
     ev = use_v ? v_meas * BMS_C(1000.0) - in.zv : BMS_C(0.0);
     et = use_t ? ts_meas - in.zt : BMS_C(0.0);
     /* Gate: a voltage innovation far outside the predicted spread is clipped, so one
@@ -526,7 +526,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     } else if (w.xn[SOC] > BMS_C(105.0)) {
         w.xn[SOC] = BMS_C(105.0);
     }
-    if (!all_finite(w.xn, NX) || !all_finite(w.Pn, NX * NX) || !finite(rv_new)) {
+    if (!all_finite(w.xn, NX) || !all_finite(w.Pn, NX * NX) || !bms_finite(rv_new)) {
         return fail(out, BMS_ERR_NONFINITE);
     }
     /* Commit: only a fully finite step reaches the caller's state. */

@@ -1,0 +1,129 @@
+# A broken filter backend cannot take the BMS down: choosing one falls back with a
+# reason, and an estimator tick that raises is counted and logged while protection and
+# the FETs go on working.
+from bms import application, backends, ukf
+from sim import board as simboard
+from sim import sample_cal
+
+
+class RaisingBackend(backends.PythonBackend):
+    name = "raising"
+
+    def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
+        raise RuntimeError("injected failure")
+
+
+class SliceBackend(backends.PythonBackend):
+    name = "ulab"
+
+    def __init__(self):
+        # what the ulab backend did under real MicroPython: fail while being made
+        raise TypeError("can't create 'slice' instances")
+
+
+def make_app(cells=2):
+    sb = simboard.SimBoard(cells=cells)
+    return sb, application.App(sb, cal=sample_cal.calibration(), faultlog_path=None)
+
+
+def codes(app):
+    return [e[0] for e in app.log.events()]
+
+
+def test_choose_passes_over_a_backend_that_cannot_step():
+    cal = sample_cal.calibration()
+    load = backends._load
+
+    def broken(name):
+        if name == "native":
+            return RaisingBackend()
+        if name == "ulab":
+            return SliceBackend()
+        return load(name)
+
+    backends._load = broken
+    try:
+        b, note = backends.choose(None, cal)
+        named, note2 = backends.choose("ulab", cal)
+    finally:
+        backends._load = load
+    assert b.name == "python", b.name
+    assert "native: RuntimeError: injected failure" in note, note
+    assert "ulab: TypeError: can't create 'slice' instances" in note, note
+    assert named.name == "python" and note2.startswith("ulab: TypeError"), note2
+
+
+def test_every_real_backend_passes_its_check_or_says_why():
+    cal = sample_cal.calibration()
+    for name in backends.NAMES:
+        ok, why = backends.available(name)
+        if ok:
+            backends.check(backends.make(name), cal)   # raises if it cannot step
+        else:
+            assert why, name
+
+
+def test_a_raising_estimator_never_stops_protection():
+    sb, app = make_app()
+    for c in app.cells:
+        c.backend = RaisingBackend()
+    app.run_virtual(0.5)    # boot: the first step of each cell only reads the OCV
+    assert app.est_errors > 0 and app.est_error == "RuntimeError: injected failure"
+    assert "EST_ERROR" in codes(app)
+    assert app.checkins is not None and app.fast_stats.count >= 49
+    st = app.status(False)
+    assert st["est_errors"] == app.est_errors and not st["faults"], st["faults"]
+    assert app.protection.charge_fet_on and app.protection.discharge_fet_on
+    # over-voltage on cell 1 while the estimator keeps raising: protection trips
+    for c in app.cells:
+        c.backend = RaisingBackend()
+    sb.inject("overvoltage", 1, 4.4)
+    app.run_virtual(2.0)     # past the trip's debounce
+    assert app.est_errors >= 10
+    active = app.status(False)["faults"]
+    assert "OV" in active, active
+    assert not app.protection.charge_fet_on
+    assert not sb.board.charge_fet.is_on
+
+
+def test_a_backend_that_keeps_failing_is_replaced_and_soc_kept():
+    sb, app = make_app()
+    app.run_virtual(1.0)
+    soc = [c.soc() for c in app.cells]
+    for c in app.cells:
+        c.backend = RaisingBackend()
+    app.run_virtual(application.EST_FAIL_SWITCH * application.EST_MS / 1000.0 + 0.2)
+    names = [c.backend.name for c in app.cells]
+    assert "raising" not in names and len(set(names)) == 1, names
+    assert app.backend_note.startswith("raising failed in service"), app.backend_note
+    assert "EST_BACKEND" in codes(app)
+    n = app.est_errors
+    app.run_virtual(2.0)
+    assert app.est_errors == n      # the new backend works
+    for k in range(len(soc)):
+        assert abs(app.cells[k].soc() - soc[k]) < 0.02, (soc, app.cells[k].soc())
+        assert app.cells[k].status == ukf.OK
+
+
+def test_without_native_the_app_runs_on_ulab_and_protects():
+    if not backends.available("ulab")[0]:
+        return  # this runtime has neither ulab nor numpy: nothing to check
+    load = backends._load
+
+    def no_native(name):
+        if name == "native":
+            raise ImportError("native filter module bms_native is not in this firmware")
+        return load(name)
+
+    backends._load = no_native
+    try:
+        sb, app = make_app()
+        app.run_virtual(1.0)
+    finally:
+        backends._load = load
+    st = app.status(False)
+    assert st["backend"] == "ulab" and st["backend_note"] is None, st["backend"]
+    assert app.est_errors == 0 and st["soc"][0] == st["soc"][0]
+    sb.inject("overvoltage", 0, 4.4)
+    app.run_virtual(2.0)     # past the trip's debounce
+    assert not app.protection.charge_fet_on
