@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the test-suite needs: a real MQTT broker and the Cortex-M0+ cross compiler.
+# Debian packages the test-suite needs: a real MQTT broker, the ARM cross compiler, cmake
+# (the Pico firmware), qemu (the Cortex-M3 firmware) and Node.js (the RP2040 emulator).
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2

@@ -22,6 +22,10 @@ from bms import backends, balancing, calfile, calstore, estimator, faultlog, mod
 
 FAST_MS = 10
 EST_MS = 100
+# Without a fixed cells_per_tick, an estimator tick steps cells round-robin until this
+# much of it is spent (at least one cell): the tick stays short on any board and backend,
+# and the fast tick that waits behind it stays on time.
+EST_BUDGET_US = 35000
 FAULTLOG_PATH = "faults.json"
 EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
 UPLOAD_PATH = "cal/upload.json"
@@ -85,7 +89,8 @@ class App:
         self.protection = None
         self.cells = []
         self._apply_calibration()
-        self.cells_per_tick = cells_per_tick or self.n
+        self.cells_per_tick = cells_per_tick   # None: as many as EST_BUDGET_US allows
+        self.cell_us = 0                       # the last cell step's duration
         self._rr = 0
         self._sop_rr = 0
         # Charge counted as an integer: mA*s plus a uA*s remainder (small ints only).
@@ -210,10 +215,16 @@ class App:
 
     def _estimate(self, s, now_ms):
         ta = self.ambient_c(s)
-        for _ in range(min(self.cells_per_tick, self.n)):
+        t0 = ticks_us()
+        fixed = self.cells_per_tick
+        for j in range(min(fixed, self.n) if fixed else self.n):
+            if not fixed and j and ticks_diff(ticks_us(), t0) + self.cell_us > EST_BUDGET_US:
+                break
             k = self._rr
             self._rr = (self._rr + 1) % self.n
+            t1 = ticks_us()
             self._estimate_cell(k, s, now_ms, ta)
+            self.cell_us = ticks_diff(ticks_us(), t1)
         # SOP costs several model evaluations: one cell per tick keeps the tick short
         # (16 cells: each cell's limits are at most 1.6 s old).
         self.cells[self._sop_rr].update_sop(ta)
