@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PYBAMM_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: setup apt demo test lint bench bench-accuracy bench-speed bench-telemetry \
+.PHONY: setup apt demo test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry \
         calibration firmware unix-port deploy clean
 
 setup: $(STAMP)
@@ -27,7 +27,13 @@ apt:
 demo: $(STAMP)
 	$(BIN)/bms-host demo --out out/demo
 
-test: $(STAMP) apt
+# Firmware from real sources (../shared/vendor, or MPY_DIR/ULAB_DIR): the float32 unix
+# port, qemu Cortex-M3 and Raspberry Pi Pico, each with ulab and bms_native. Incremental;
+# without sources it says so in one line and the firmware tests skip.
+firmware-test-builds: $(STAMP) apt
+	$(BIN)/python -m bms_host.firmware all
+
+test: $(STAMP) apt firmware-test-builds
 	$(BIN)/ruff check host_tools device boards tests
 	$(BIN)/pytest
 
@@ -52,7 +58,8 @@ calibration: $(STAMP)
 
 # ---- Firmware with ulab and the native filter (device/native). Uses your own MicroPython
 # and ulab checkouts and downloads nothing: fetch the port's submodules (and, for ESP32,
-# source ESP-IDF's export.sh) beforehand. CI never builds firmware.
+# source ESP-IDF's export.sh) beforehand. The device code is frozen by the board's
+# manifest (boards/<board>/manifest.py); `make test` builds the same from the vendor folder.
 BOARD ?= RPI_PICO
 USERMODS := $(CURDIR)/build/usercmodules
 UNIX_BUILD := build-bms-f32
@@ -67,13 +74,14 @@ firmware:
 	$(need_checkouts)
 	$(MAKE) -C "$(MPY_DIR)/mpy-cross"
 	@case "$(BOARD)" in \
-	  RPI_PICO*) port=rp2; img=firmware.uf2 ;; \
-	  ESP32*) port=esp32; img=firmware.bin; \
+	  RPI_PICO*) port=rp2; img=firmware.uf2; man=pico ;; \
+	  ESP32*) port=esp32; img=firmware.bin; man=esp32; \
 	    command -v idf.py >/dev/null || { echo "BOARD=$(BOARD) needs ESP-IDF: source <esp-idf>/export.sh first" >&2; exit 2; } ;; \
 	  *) echo "BOARD=$(BOARD) is not supported here: use RPI_PICO or ESP32_GENERIC" >&2; exit 2 ;; \
 	esac; \
 	ULAB_DIR="$(abspath $(ULAB_DIR))" $(MAKE) -C "$(MPY_DIR)/ports/$$port" BOARD=$(BOARD) \
-	  USER_C_MODULES=$(CURDIR)/device/native/micropython.cmake && \
+	  USER_C_MODULES=$(CURDIR)/device/native/micropython.cmake \
+	  FROZEN_MANIFEST=$(CURDIR)/boards/$$man/manifest.py && \
 	echo "firmware: $(abspath $(MPY_DIR))/ports/$$port/build-$(BOARD)/$$img"
 
 # A host `micropython` (unix port, float32 like the boards) with ulab and bms_native:
