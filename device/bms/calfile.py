@@ -217,6 +217,23 @@ def loads(text, series_cells=None):
     return validate(cal, series_cells), checksum
 
 
+def compact(cal):
+    """The calibration as the board keeps it: tables as array('f') rows instead of lists
+    of boxed floats, without the host-only provenance (LG M50 on the float32 unix port:
+    105 -> 18 KB of heap). model.pack reads either form."""
+    from array import array
+
+    tab = cal["tables"]
+    for k in tab:
+        v = tab[k]
+        if len(v) and isinstance(v[0], list):
+            tab[k] = [array("f", row) for row in v]
+        else:
+            tab[k] = array("f", v)
+    cal.pop("provenance", None)
+    return cal
+
+
 def load(path, series_cells=None):
     try:
         with open(path) as f:

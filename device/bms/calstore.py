@@ -56,6 +56,7 @@ class CalStore:
                 continue
             try:
                 self.cal, self.checksum = calfile.loads(_read(full), self.series_cells)
+                calfile.compact(self.cal)
             except (calfile.CalibrationError, OSError, ValueError) as e:
                 notes.append("%s unusable (%s)" % (path, e))
                 continue
@@ -78,6 +79,7 @@ class CalStore:
     def install_text(self, text):
         """Validate and store a calibration; raises CalibrationError (old one stays)."""
         cal, checksum = calfile.loads(text, self.series_cells)
+        calfile.compact(cal)
         try:
             os.mkdir(self._p(DIR))
         except OSError:
@@ -102,7 +104,8 @@ class CalStore:
     def use(self, cal, checksum=None, note=None):
         """Run on a calibration held in memory (a board without writable flash, a test);
         nothing is stored."""
-        self.cal, self.checksum, self.source, self.note = cal, checksum, "memory", note
+        self.cal, self.checksum, self.source, self.note = calfile.compact(cal), checksum, \
+            "memory", note
 
     def install_file(self, path):
         """Install from a file (e.g. uploaded by bms-host push); the upload is removed."""

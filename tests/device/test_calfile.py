@@ -127,3 +127,20 @@ def test_optional_diffusion_names_the_field():
     c = sample()
     c["diffusion"] = {"shift_per_a": 0.002, "tau_s": 100.0}
     expect_error(encode(c), "diffusion.activation_k")
+
+
+def test_compact_keeps_the_model_and_drops_provenance():
+    from bms import model
+
+    cal = sample()
+    cal["provenance"] = {"fit": "host-only detail"}
+    before = model.pack(cal)
+    calfile.compact(cal)
+    assert "provenance" not in cal
+    assert not isinstance(cal["tables"]["soc"], list)
+    assert not isinstance(cal["tables"]["ocv_v"][0], list)
+    after = model.pack(cal)
+    assert len(after) == len(before)
+    for k in range(len(before)):
+        a, b = after[k], before[k]
+        assert abs(a - b) <= 1e-6 * abs(b) + 1e-30, (a, b)   # float32 rounding only
