@@ -7,6 +7,7 @@ MISSING = 1   # the driver raised OSError (device unplugged, bus error)
 NAN = 2
 RANGE = 3     # outside what the sensor or a Li-ion cell can physically show
 STUCK = 4     # bit-identical for stuck_n samples while the rest of its group changes
+#               (temperatures: while the others moved by stuck_move_c or more)
 OPEN = 5      # open cell tap (reads near 0 V) or open thermistor
 SHORT = 6     # shorted thermistor
 STATUS = ("OK", "MISSING", "NAN", "RANGE", "STUCK", "OPEN", "SHORT")
@@ -19,6 +20,9 @@ DEFAULTS = {
     "temp_max_c": 125.0,
     "stuck_n": 500,          # 5 s at a 10 ms tick; 0 disables stuck detection
     "stuck_flow_a": 0.5,     # the current channel is only judged stuck above this
+    # A temperature barely moves at rest: one sensor's 1-LSB step next to another's
+    # steady reading is not a stuck sensor (it tripped a 16-cell pack at rest).
+    "stuck_move_c": 1.0,
 }
 _NAN_F = float("nan")
 _REP_MAX = 65535
@@ -133,6 +137,8 @@ class Sensors:
         self._rep_v = array("H", [0] * n)
         self._last_t = array("f", [0.0] * m)
         self._rep_t = array("H", [0] * m)
+        # the others' readings when channel k's run of identical readings began
+        self._ref_t = array("f", [0.0] * (m * m))
         self._last_i = _NAN_F
         self._rep_i = 0
 
@@ -256,8 +262,28 @@ class Sensors:
             else:
                 rep[k] = 0
             tst[k] = st
+        m = len(temps)
+        ref = self._ref_t
+        for k in range(m):
+            if rep[k] == 0:
+                for j in range(m):
+                    ref[k * m + j] = tc[j]
         n_stuck = self.cfg["stuck_n"]
         if n_stuck:
-            for k in range(len(temps)):
-                if tst[k] == OK and rep[k] >= n_stuck and _stuck(rep, tst, k, n_stuck):
+            move = self.cfg["stuck_move_c"]
+            for k in range(m):
+                if tst[k] == OK and rep[k] >= n_stuck and self._temp_stuck(k, move):
                     tst[k] = STUCK
+
+    def _temp_stuck(self, k, move):
+        """Most other valid sensors moved by `move` degC while sensor k read the same."""
+        s, m, ref = self.sample, self.sample.n_temps, self._ref_t
+        others = 0
+        moving = 0
+        for j in range(m):
+            if j != k and s.temp_st[j] == OK:
+                others += 1
+                d = s.temp_c[j] - ref[k * m + j]
+                if d >= move or -d >= move:
+                    moving += 1
+        return others > 0 and 2 * moving > others

@@ -152,6 +152,29 @@ def test_stuck_current_while_flowing():
     assert s2.current_st == sensors.OK
 
 
+def test_stuck_temperature_while_another_heats():
+    heating = [25.0 + 0.3 * k for k in range(40)]
+    b = sensors.Board(_Seq([0.0]), [_Seq([3.70, 3.69])], [_Seq([25.0]), _Seq(heating)],
+                      stacked=False)
+    sen = sensors.Sensors(b, {"stuck_n": 5})
+    st = []
+    for t in range(10):
+        st.append(sen.read(t * 10).temp_st[0])
+    assert st[0] == sensors.OK and st[-1] == sensors.STUCK, st
+    assert sen.sample.temp_st[1] == sensors.OK
+
+
+def test_a_one_lsb_step_beside_a_steady_sensor_is_not_stuck():
+    # 16 cells at rest tripped TEMP_STUCK: one NTC stepped by one LSB as its cells
+    # settled, and the other, steady one was called stuck
+    b = sensors.Board(_Seq([0.0]), [_Seq([3.70, 3.69])],
+                      [_Seq([25.0007] + [25.0014] * 99), _Seq([24.9993])], stacked=False)
+    sen = sensors.Sensors(b, {"stuck_n": 5})
+    for t in range(60):
+        s = sen.read(t * 10)
+        assert s.temp_st[0] == sensors.OK and s.temp_st[1] == sensors.OK, t
+
+
 def test_open_thermistor_is_marked_open():
     r = _Rig()
     r.ntcs[1].read_u16 = lambda: 65535
