@@ -109,7 +109,74 @@ def build_unix():
     return mpy / "ports" / "unix" / UNIX_BUILD / "micropython"
 
 
-TARGETS = {"unix": build_unix}
+QEMU_BUILD = "build-bms-MPS2_AN385"
+QEMU_MANIFEST = REPO / "boards" / "qemu" / "manifest.py"
+# The port's default heap (140 KB) holds the frozen device code and one app, but the
+# device tests are sent as source and compiled on the board: 512 KB of the MPS2 board's
+# 4 MB RAM, set through the port's own MICROPY_HEAP_SIZE make variable.
+QEMU_HEAP = 512 * 1024
+
+
+def _mpy_lib_dir(mpy):
+    """The ports' freeze step stops unless lib/micropython-lib holds a README.md, even for
+    a manifest that takes nothing from it (ours): without the submodule, an empty stand-in."""
+    real = mpy / "lib" / "micropython-lib"
+    if (real / "README.md").exists():
+        return real
+    empty = BUILD / "micropython-lib-empty"
+    empty.mkdir(parents=True, exist_ok=True)
+    (empty / "README.md").write_text("Empty stand-in: the board manifests need nothing "
+                                     "from micropython-lib.\n")
+    return empty
+
+
+def build_qemu():
+    """The qemu port for a bare-metal Cortex-M3 (MPS2_AN385: soft float, float32) with
+    ulab, bms_native and the device code frozen by boards/qemu/manifest.py."""
+    mpy, ulab = sources()
+    mods = usercmodules(ulab)
+    mpy_cross(mpy)
+    _make(["make", "-C", str(mpy / "ports" / "qemu"), "-j", JOBS, "BOARD=MPS2_AN385",
+           "BUILD=" + QEMU_BUILD, "USER_C_MODULES=%s" % mods,
+           "FROZEN_MANIFEST=%s" % QEMU_MANIFEST, "MPY_LIB_DIR=%s" % _mpy_lib_dir(mpy),
+           "MICROPY_HEAP_SIZE=%d" % QEMU_HEAP],
+          "qemu")
+    return mpy / "ports" / "qemu" / QEMU_BUILD / "firmware.elf"
+
+
+RP2_BUILD = BUILD / "rp2-RPI_PICO"
+RP2_MANIFEST = REPO / "boards" / "pico" / "manifest_emu.py"
+RP2_LIBS = ("pico-sdk-2.2.0-rp2040-trim", "tinyusb-aa0fc2e08-rp2040-trim",
+            "mbedtls-v3.6.6-lib-include", "micropython-lib-v1.28.0-used")
+
+
+def build_rp2():
+    """The Raspberry Pi Pico firmware (RPI_PICO) with ulab, bms_native and the device
+    code frozen, for the rp2040js emulator: boards/pico/manifest_emu.py is the maker's
+    manifest (boards/pico/manifest.py) without main.py and with the simulated I2C bus."""
+    mpy, ulab = sources()
+    if mpy.is_relative_to(VENDOR_OUT):
+        for name in RP2_LIBS:  # the port's submodules, from the vendor folder
+            tar = vendor_dir() / "rp2" / (name + ".tar.gz")
+            if not tar.exists():
+                raise Unavailable("no %s: the Pico firmware needs ../shared/vendor/rp2"
+                                  % tar.name)
+            _unpack(tar, mpy / "lib", name)
+    elif not (mpy / "lib" / "pico-sdk" / "src").is_dir():
+        raise Unavailable("MPY_DIR=%s has no lib/pico-sdk: run `make -C ports/rp2 "
+                          "submodules` in it" % mpy)
+    mpy_cross(mpy)
+    if not (RP2_BUILD / "CMakeCache.txt").exists():  # configured once; make re-checks
+        _make(["cmake", "-S", str(mpy / "ports" / "rp2"), "-B", str(RP2_BUILD),
+               "-DMICROPY_BOARD=RPI_PICO", "-DPICO_BUILD_DOCS=0", "-DPICO_NO_PICOTOOL=1",
+               "-DUSER_C_MODULES=%s" % (NATIVE_DIR / "micropython.cmake"),
+               "-DULAB_DIR=%s" % ulab, "-DMICROPY_FROZEN_MANIFEST=%s" % RP2_MANIFEST],
+              "rp2-cmake")
+    _make(["make", "-C", str(RP2_BUILD), "-j", JOBS], "rp2")
+    return RP2_BUILD / "firmware.bin"
+
+
+TARGETS = {"unix": build_unix, "qemu": build_qemu, "rp2": build_rp2}
 
 
 def main(argv=None):

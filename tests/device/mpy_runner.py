@@ -17,4 +17,7 @@ def main(modname):
     print("END")
 
 
-main(sys.argv[1])
+# Run as a script by the unix port (micropython mpy_runner.py test_x); imported by the
+# qemu runner, which calls main() itself.
+if __name__ == "__main__":
+    main(sys.argv[1])

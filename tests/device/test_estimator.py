@@ -150,7 +150,8 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     assert g > 0.0 and p[model.SHIFT] == 0.0
     for _ in range(int(tau)):                 # one time constant of 1C at 25 degC
         model.shift_update(p, CAP, 25.0, 1.0)
-    assert abs(p[model.SHIFT] - g * CAP * (1.0 - math.exp(-1.0))) < 1e-9
+    want = g * CAP * (1.0 - math.exp(-1.0))
+    assert abs(p[model.SHIFT] - want) < 1e-5 * want   # float32 after 100 steps: ~4e-7
     tab = [0.0] * model.NTAB
     d = p[model.SHIFT]
     v = model.voltage(p, 0.5, 0.0, 0.0, 25.0, 0.0, tab)

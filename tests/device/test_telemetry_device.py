@@ -177,15 +177,26 @@ def test_signed_calibration_is_applied():
     h = Handler()
     tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
     text = cal_text()
-    ok, msg = tel.apply_signed(telemetry.sign(KEY, text))
+    ok, msg = tel.apply_signed(telemetry.sign(KEY, text, issued=1))
     assert ok and h.applied == [text], msg
+
+
+def test_push_is_numbered_by_the_clock_or_asks_for_a_number():
+    # Elsewhere pushes carry issued=1: the qemu board has no clock to number them by.
+    import time
+    try:
+        msg = json.loads(telemetry.sign(KEY, cal_text()))
+    except ValueError as e:
+        assert not hasattr(time, "time_ns") and "pass issued=" in str(e), str(e)
+        return
+    assert isinstance(msg["issued"], int) and msg["issued"] > 0
 
 
 def test_bad_or_missing_signature_is_rejected():
     h = Handler()
     tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
     text = cal_text()
-    ok, msg = tel.apply_signed(telemetry.sign(b"another key", text))
+    ok, msg = tel.apply_signed(telemetry.sign(b"another key", text, issued=1))
     assert not ok and msg == "bad signature"
     ok, msg = tel.apply_signed(json.dumps({"calibration": text}))
     assert not ok
@@ -225,7 +236,7 @@ def test_a_recorded_push_cannot_be_replayed():
 def test_no_key_means_no_remote_calibration():
     h = Handler()
     tel = telemetry.Telemetry("d1", serial=False, on_calibration=h)
-    ok, msg = tel.apply_signed(telemetry.sign(b"", cal_text()))
+    ok, msg = tel.apply_signed(telemetry.sign(b"", cal_text(), issued=1))
     assert not ok and "no key" in msg and h.applied == []
 
 
@@ -234,7 +245,7 @@ def test_signed_limit_beyond_maxima_is_rejected():
     cal = calibration()
     cal["limits"]["v_max"] = 4.5  # beyond NMC's 4.25 V
     tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h)
-    ok, msg = tel.apply_signed(telemetry.sign(KEY, cal_text(cal)))
+    ok, msg = tel.apply_signed(telemetry.sign(KEY, cal_text(cal), issued=1))
     assert not ok and "v_max" in msg and h.applied == []
 
 
@@ -244,8 +255,8 @@ def test_calibration_over_mqtt_and_key_never_shown():
     h = Handler()
     tel = telemetry.Telemetry("d1", period_s=1, out=out, key=KEY, on_calibration=h, client=c)
     tel.tick(0, status())
-    c.on_message("bms/d1/calibration", telemetry.sign(b"wrong", cal_text()).encode())
-    c.on_message("bms/d1/calibration", telemetry.sign(KEY, cal_text()).encode())
+    c.on_message("bms/d1/calibration", telemetry.sign(b"wrong", cal_text(), issued=1).encode())
+    c.on_message("bms/d1/calibration", telemetry.sign(KEY, cal_text(), issued=1).encode())
     c.on_message("bms/d1/other", b"{}")
     tel.tick(1000, status(1000))
     tel.poll()
