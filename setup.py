@@ -14,10 +14,10 @@ CFLAGS = ["-Wall", "-Wextra", "-Werror", "-O2", "-std=c99", "-ffp-contract=off"]
 def native(name, macros):
     return Extension(
         name,
-        sources=[f"{SRC}/ukf_core.c", f"{SRC}/pybind_native.c"],
+        sources=[f"{SRC}/ukf_core.c", f"{SRC}/sop_core.c", f"{SRC}/pybind_native.c"],
         include_dirs=[SRC],
         define_macros=macros,
-        depends=[f"{SRC}/ukf_core.h"],
+        depends=[f"{SRC}/ukf_core.h", f"{SRC}/sop_core.h"],
         extra_compile_args=CFLAGS,
     )
 

@@ -144,6 +144,57 @@ def test_double_agrees_with_python_past_the_top_of_the_soc_grid():
     assert max(soc_ref) > 0.97
 
 
+def variant(cal, name):
+    """The calibration with one of the model's optional parts switched, so that every path
+    of the C step (which shares lookups between sigma points and reads only the tables it
+    needs) is checked against the reference."""
+    import copy
+    cal = copy.deepcopy(cal)
+    tab = cal["tables"]
+    if name == "ohmic_heat_from_r0":       # no rh_ohm: the heat takes R0 / R0c
+        del tab["rh_ohm"]
+    elif name == "no_diffusion_shift":     # shift stays 0: OCV at the SOC itself
+        cal["diffusion"] = {}
+    elif name == "one_temperature":        # a single temperature row
+        k = min(range(len(tab["temp_c"])), key=lambda j: abs(tab["temp_c"][j] - 25.0))
+        for key, rows in tab.items():
+            if key not in ("soc", "temp_c"):
+                tab[key] = [rows[k]]
+        tab["temp_c"] = [tab["temp_c"][k]]
+    elif name == "no_kinetics":             # no i0 table: I0_NONE fills it
+        del tab["i0_a"]
+    return cal
+
+
+@pytest.mark.parametrize("name", ["ohmic_heat_from_r0", "no_diffusion_shift",
+                                  "one_temperature", "no_kinetics"])
+def test_native_agrees_with_python_on_model_variants(name):
+    cal = variant(calibration(), name)
+    rows = trace(cal, 1200, soc0=0.97)
+    soc_ref, st_ref, (x_ref, P_ref, _) = run(backends.PythonBackend(), cal, rows, 80.0)
+    soc, st, (x, P, _) = run(ukf_native.Backend(bms_native_f64), cal, rows, 80.0)
+    assert st == st_ref
+    assert max(abs(a - b) for a, b in zip(soc, soc_ref, strict=True)) < 1e-9
+    assert max(abs(a - b) / (abs(b) + 1e-3) for a, b in zip(P, P_ref, strict=True)) < 1e-7
+    soc32, st32, _ = run(ukf_native.Backend(), cal, rows, 80.0)
+    assert st32 == st_ref
+    assert max(abs(a - b) for a, b in zip(soc32, soc_ref, strict=True)) < 1e-4
+
+
+def test_charge_discharge_mix_within_a_group():
+    # at rest the bias sigma points straddle i = 0: points that share their tables take
+    # R0/R2 (discharge) and R0c/R2c (charge) side by side
+    cal = calibration()
+    cap = cal["cell"]["capacity_ah"]
+    rows = [(0.002 * cap * math.sin(0.7 * k), 22.0, r[2], r[3], r[4])
+            for k, r in enumerate(trace(cal, 400))]
+    soc_ref, st_ref, (x_ref, P_ref, _) = run(backends.PythonBackend(), cal, rows)
+    soc, st, (x, P, _) = run(ukf_native.Backend(bms_native_f64), cal, rows)
+    assert st == st_ref
+    assert max(abs(a - b) for a, b in zip(soc, soc_ref, strict=True)) < 1e-9
+    assert max(abs(a - b) / (abs(b) + 1e-3) for a, b in zip(P, P_ref, strict=True)) < 1e-7
+
+
 # ---- argument checks -----------------------------------------------------------------
 
 def args(tc="f"):

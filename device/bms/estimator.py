@@ -72,8 +72,12 @@ class CellEstimator:
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
         self.errors = 0
         self.status = ukf.OK
-        self.i_dis = [0.0] * len(sop.HORIZONS_S)
-        self.i_chg = [0.0] * len(sop.HORIZONS_S)
+        # SOP in C with the native backend (bms_native.sop), else the Python reference;
+        # i_dis / i_chg are its output buffers (one value per sop.HORIZONS_S), updated
+        # in place by update_sop.
+        self.power = sop.make(self.limits, b)
+        self.i_dis = self.power.i_dis
+        self.i_chg = self.power.i_chg
 
     # -- start-up -------------------------------------------------------------
     def init(self, soc, temp_c, soc_sigma=None, rested=True):
@@ -200,11 +204,7 @@ class CellEstimator:
 
     def update_sop(self, ta_c):
         self._header()
-        st = (self.x[ukf.SOC] / 100.0, self.x[ukf.V1] / 1000.0, self.x[ukf.V2] / 1000.0,
-              self.x[ukf.TC], self.x[ukf.TS])
-        for k in range(len(sop.HORIZONS_S)):
-            self.i_dis[k], self.i_chg[k] = sop.limits(self.p, st, ta_c, self.limits,
-                                                      sop.HORIZONS_S[k], self.tab)
+        self.power.update(self.p, self.x, ta_c, self.tab)
 
     # -- results --------------------------------------------------------------
     def soc(self):

@@ -4,7 +4,9 @@
 #
 # Over a horizon T the model is linear in the current except for OCV(soc); linearising
 # OCV at the present SOC gives a closed form, and one correction with the full model
-# at that current removes most of the linearisation error. Cheap enough for every cell.
+# at that current removes most of the linearisation error. Cheap enough for every cell
+# on a PC; on a board the C version (bms_native.sop, the same math for every horizon and
+# both directions in one call) is what fits the estimator tick: see Native below.
 import math
 
 from bms import model
@@ -33,6 +35,8 @@ def _limit(p, st, ta_c, horizon_s, sign, v_lim, soc_lim, i_rated, t_core_max, ta
     ds = 0.01
     hi_soc = soc + ds if soc + ds <= 1.0 else soc
     lo_soc = hi_soc - 2 * ds if hi_soc - 2 * ds >= 0.0 else 0.0
+    if hi_soc <= lo_soc:  # soc at or below -ds (not from the estimator): no empty window
+        hi_soc = lo_soc + 2 * ds
     slope = (model.ocv(p, hi_soc, tc, tab) - model.ocv(p, lo_soc, tc, tab)) / (hi_soc - lo_soc)
     # the diffusion shift: its decay from now, and its growth per amp (in this direction,
     # as its gain differs by direction) over the horizon
@@ -84,3 +88,63 @@ def limits(p, st, ta_c, lim, horizon_s, tab, soc_min=0.0, soc_max=1.0):
     if st[3] < lim.get("t_charge_min_c", 0.0) or st[3] > lim.get("t_charge_max_c", 45.0):
         i_chg = 0.0
     return i_dis, i_chg
+
+
+# The C version: bms_native.sop(params, x, lim, i_dis, i_chg) reads the filter state x
+# (filter units, ukf.py) and the limits vector made by lim_vec, and writes one current
+# per horizon into i_dis and i_chg. Layout of lim (sop_core.h):
+LIM_TA = 0      # ambient degC: written before every call
+LIM_BASE = 10   # then the horizons (s)
+
+
+def lim_vec(lim, horizons=HORIZONS_S, soc_min=0.0, soc_max=1.0):
+    """The limits dict of a calibration as the flat vector bms_native.sop reads."""
+    t_core = lim.get("t_core_max_c")
+    return [25.0, lim["v_min"], lim["v_max"], lim["i_discharge_max_a"],
+            lim["i_charge_max_a"], float("nan") if t_core is None else t_core,
+            lim.get("t_charge_min_c", 0.0), lim.get("t_charge_max_c", 45.0),
+            soc_min, soc_max] + [float(h) for h in horizons]
+
+
+class Python:
+    """SOP for one cell with limits() per horizon (the reference; runs everywhere)."""
+
+    def __init__(self, lim):
+        self.lim = lim
+        n = len(HORIZONS_S)
+        self.i_dis = [0.0] * n
+        self.i_chg = [0.0] * n
+
+    def update(self, p, x, ta_c, tab):
+        """x: the filter state (ukf.py units); p: params with this cell's header."""
+        st = (x[0] / 100.0, x[1] / 1000.0, x[2] / 1000.0, x[3], x[4])
+        for k in range(len(HORIZONS_S)):
+            self.i_dis[k], self.i_chg[k] = limits(p, st, ta_c, self.lim, HORIZONS_S[k], tab)
+        return 0
+
+
+class Native:
+    """SOP for one cell in C (bms_native.sop): buffers made once, i_dis and i_chg are
+    array('f') updated in place. p and x must be the native backend's arrays."""
+
+    def __init__(self, lim, module):
+        from array import array
+        self.mod = module
+        tc = module.TYPECODE
+        self.vec = array(tc, lim_vec(lim))
+        n = len(HORIZONS_S)
+        self.i_dis = array(tc, [0.0] * n)
+        self.i_chg = array(tc, [0.0] * n)
+
+    def update(self, p, x, ta_c, tab=None):
+        self.vec[LIM_TA] = ta_c
+        return self.mod.sop(p, x, self.vec, self.i_dis, self.i_chg)
+
+
+def make(lim, backend):
+    """The fastest SOP for this backend: C when the backend is the native one and its
+    module has sop (a firmware built before it has not), else the Python reference."""
+    mod = getattr(backend, "mod", None)
+    if getattr(backend, "name", "") == "native" and hasattr(mod, "sop"):
+        return Native(lim, mod)
+    return Python(lim)

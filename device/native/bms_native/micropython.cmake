@@ -5,6 +5,7 @@ add_library(usermod_bms_native INTERFACE)
 target_sources(usermod_bms_native INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/modbms_native.c
     ${CMAKE_CURRENT_LIST_DIR}/ukf_core.c
+    ${CMAKE_CURRENT_LIST_DIR}/sop_core.c
 )
 
 target_include_directories(usermod_bms_native INTERFACE

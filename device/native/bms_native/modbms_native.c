@@ -2,6 +2,7 @@
  * MicroPython user C module `bms_native`: the UKF filter step of device/bms/ukf.py in C.
  *
  *   bms_native.ukf_step(x, P, params, cfg, u, out) -> int status
+ *   bms_native.sop(params, x, lim, i_dis, i_chg) -> int status   (state of power, sop_core.h)
  *
  * All six arguments come in through the buffer protocol: array('f') or dense float ulab
  * ndarrays (typecode 'd' instead in a -DBMS_REAL_DOUBLE build). x (6), P (36), cfg (12)
@@ -13,6 +14,7 @@
 #include "py/runtime.h"
 
 #include "ukf_core.h"
+#include "sop_core.h"
 
 #ifdef BMS_REAL_DOUBLE
 #define BMS_TYPECODE 'd'
@@ -70,9 +72,41 @@ static mp_obj_t bms_native_ukf_step(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(bms_native_ukf_step_obj, 6, 6, bms_native_ukf_step);
 
+/* sop(params, x, lim, i_dis, i_chg) -> status: the state of power of one cell for every
+ * horizon in lim (sop_core.h); i_dis and i_chg (one value per horizon) in place. */
+static mp_obj_t bms_native_sop(size_t n_args, const mp_obj_t *args) {
+    size_t len, n_p, nh, n_chg, n_lim, expected = 0;
+    int reason, status;
+    (void)n_args;
+    const bms_real *p = real_buf(args[0], "params", 0, MP_BUFFER_READ, &n_p);
+    const bms_real *x = real_buf(args[1], "x", BMS_NX, MP_BUFFER_READ, &len);
+    const bms_real *lim = real_buf(args[2], "lim", 0, MP_BUFFER_READ, &n_lim);
+    bms_real *i_dis = real_buf(args[3], "i_dis", 0, MP_BUFFER_RW, &nh);
+    bms_real *i_chg = real_buf(args[4], "i_chg", 0, MP_BUFFER_RW, &n_chg);
+    if (nh < 1 || nh > BMS_SOP_MAX_H || n_chg != nh || n_lim != BMS_SOP_H0 + nh) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("i_dis and i_chg must have one value per horizon (1 to %d) and lim %d values plus the horizons, got %u, %u and %u"),
+            BMS_SOP_MAX_H, BMS_SOP_H0, (unsigned)nh, (unsigned)n_chg, (unsigned)n_lim);
+    }
+    reason = bms_params_check(p, n_p, &expected);
+    if (reason == BMS_PARAMS_LENGTH) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("bad params: %s (got %u values, header needs %u)"),
+            bms_params_reason(reason), (unsigned)n_p, (unsigned)expected);
+    } else if (reason != BMS_PARAMS_OK) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("bad params: %s"),
+            bms_params_reason(reason));
+    }
+    status = bms_sop(p, x, lim, (int)nh, i_dis, i_chg);
+    return MP_OBJ_NEW_SMALL_INT(status);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(bms_native_sop_obj, 5, 5, bms_native_sop);
+
 static const mp_rom_map_elem_t bms_native_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_bms_native) },
     { MP_ROM_QSTR(MP_QSTR_ukf_step), MP_ROM_PTR(&bms_native_ukf_step_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sop), MP_ROM_PTR(&bms_native_sop_obj) },
+    { MP_ROM_QSTR(MP_QSTR_SOP_LIM_BASE), MP_ROM_INT(BMS_SOP_H0) },
     { MP_ROM_QSTR(MP_QSTR_TYPECODE), MP_ROM_QSTR(BMS_TYPECODE_QSTR) },
     { MP_ROM_QSTR(MP_QSTR_REAL_SIZE), MP_ROM_INT(sizeof(bms_real)) },
     { MP_ROM_QSTR(MP_QSTR_NX), MP_ROM_INT(BMS_NX) },

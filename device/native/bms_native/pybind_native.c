@@ -4,6 +4,7 @@
  * (-DBMS_REAL_DOUBLE). Same function and checks as the MicroPython module:
  *
  *   ukf_step(x, P, params, cfg, u, out) -> int status
+ *   sop(params, x, lim, i_dis, i_chg) -> int status    (state of power, sop_core.h)
  *
  * All six arguments are C-contiguous buffers of the build's float type (array('f') or a
  * numpy float32 array; 'd' / float64 in the double build); x, P, cfg, out are updated in
@@ -13,6 +14,7 @@
 #include <Python.h>
 
 #include "ukf_core.h"
+#include "sop_core.h"
 
 #ifdef BMS_REAL_DOUBLE
 #define MOD_NAME "bms_native_f64"
@@ -123,9 +125,67 @@ done:
     return PyLong_FromLong(status);
 }
 
+/* sop(params, x, lim, i_dis, i_chg) -> status: state of power (sop_core.h), i_dis and
+ * i_chg (one value per horizon in lim) written in place. */
+static PyObject *sop(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    static const char *names[5] = {"params", "x", "lim", "i_dis", "i_chg"};
+    static const Py_ssize_t sizes[5] = {-1, BMS_NX, -1, -1, -1};
+    static const int writable[5] = {0, 0, 0, 1, 1};
+    Py_buffer views[5];
+    int k, got = 0, status = -1, reason;
+    size_t n_p, expected = 0;
+    Py_ssize_t nh;
+    (void)self;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "sop(params, x, lim, i_dis, i_chg) takes 5 arguments, got %zd", nargs);
+        return NULL;
+    }
+    for (k = 0; k < 5; k++) {
+        if (!get_real_buf(args[k], names[k], sizes[k], writable[k], &views[k])) {
+            goto done;
+        }
+        got++;
+    }
+    nh = views[3].len / (Py_ssize_t)sizeof(bms_real);
+    if (nh < 1 || nh > BMS_SOP_MAX_H || views[4].len != views[3].len
+        || views[2].len != (BMS_SOP_H0 + nh) * (Py_ssize_t)sizeof(bms_real)) {
+        PyErr_Format(PyExc_ValueError,
+                     "i_dis and i_chg must have one value per horizon (1 to %d) and lim %d "
+                     "values plus the horizons, got %zd, %zd and %zd", BMS_SOP_MAX_H,
+                     BMS_SOP_H0, nh, views[4].len / (Py_ssize_t)sizeof(bms_real),
+                     views[2].len / (Py_ssize_t)sizeof(bms_real));
+        goto done;
+    }
+    n_p = (size_t)(views[0].len / (Py_ssize_t)sizeof(bms_real));
+    reason = bms_params_check((const bms_real *)views[0].buf, n_p, &expected);
+    if (reason != BMS_PARAMS_OK) {
+        if (reason == BMS_PARAMS_LENGTH) {
+            PyErr_Format(PyExc_ValueError, "bad params: %s (got %zu values, header needs %zu)",
+                         bms_params_reason(reason), n_p, expected);
+        } else {
+            PyErr_Format(PyExc_ValueError, "bad params: %s", bms_params_reason(reason));
+        }
+        goto done;
+    }
+    status = bms_sop((const bms_real *)views[0].buf, (const bms_real *)views[1].buf,
+                     (const bms_real *)views[2].buf, (int)nh, (bms_real *)views[3].buf,
+                     (bms_real *)views[4].buf);
+done:
+    for (k = 0; k < got; k++) {
+        PyBuffer_Release(&views[k]);
+    }
+    if (status < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(status);
+}
+
 static PyMethodDef methods[] = {
     {"ukf_step", (PyCFunction)(void (*)(void))ukf_step, METH_FASTCALL,
      "ukf_step(x, P, params, cfg, u, out) -> status: one UKF step, arrays updated in place"},
+    {"sop", (PyCFunction)(void (*)(void))sop, METH_FASTCALL,
+     "sop(params, x, lim, i_dis, i_chg) -> status: state of power, i_dis/i_chg in place"},
     {NULL, NULL, 0, NULL}
 };
 
@@ -147,6 +207,7 @@ PyMODINIT_FUNC MOD_INIT(void) {
         || PyModule_AddIntConstant(m, "CFG_SIZE", BMS_CFG_SIZE) < 0
         || PyModule_AddIntConstant(m, "U_SIZE", BMS_U_SIZE) < 0
         || PyModule_AddIntConstant(m, "OUT_SIZE", BMS_OUT_SIZE) < 0
+        || PyModule_AddIntConstant(m, "SOP_LIM_BASE", BMS_SOP_H0) < 0
         || PyModule_AddIntConstant(m, "OK", BMS_OK) < 0
         || PyModule_AddIntConstant(m, "ERR_NONFINITE", BMS_ERR_NONFINITE) < 0
         || PyModule_AddIntConstant(m, "ERR_NOT_PD", BMS_ERR_NOT_PD) < 0) {

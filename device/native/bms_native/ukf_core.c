@@ -1,21 +1,68 @@
 /*
- * UKF step for the BMS: a line-by-line port of device/bms/ukf.py and device/bms/model.py.
- * Expressions keep the reference's order of operations so that a double build agrees
- * with CPython to rounding; a float32 build does every operation in single precision
- * (no double promotion: constants go through BMS_C, maths through BMS_EXP/BMS_SQRT).
+ * UKF step for the BMS: the same filter as device/bms/ukf.py over the model of
+ * device/bms/model.py (same scaling, weights, gating, adaptive noise, floors and error
+ * codes), arranged for a microcontroller without an FPU.
+ *
+ * On a Cortex-M0+ every float operation is a library call (RP2040 ROM through the SDK's
+ * wrappers: add ~100 cycles, multiply ~90, divide ~120, compare ~70, exp ~540, log ~820),
+ * so the step is written to do few of them: ~2,500 per step instead of ~7,500. The
+ * results are the reference's up to rounding (a double build agrees with CPython to
+ * ~1e-13 in SOC over 10,000 steps); what changes is the order of operations:
+ *
+ * - Sigma points that start from the same (SOC, core temperature) share their table
+ *   lookups and exps: the tables depend on nothing else. Of the 13 points, those
+ *   built from the columns of the Cholesky factor that leave SOC and T_core alone (L is
+ *   lower triangular: columns 4 and 5 always do) are one group with the centre.
+ * - Each lookup reads only the tables its caller uses (the step 6 of 10, the voltage 3).
+ * - The RC pairs, the SOC count and the 2x2 thermal solve are linear in the state for
+ *   given tables: their coefficients (and the solve's inverse) are formed once per step
+ *   or per group, so each sigma point costs a few multiply-adds, no divide.
+ * - Grid brackets use a binary search on integer keys (finite floats order as their bit
+ *   patterns do once mapped to a signed key) and one divide per grid cell, not per point.
+ * - Finiteness checks and sign tests look at the bits: no float compares in loops.
+ * - The moments are summed over the six +/- pairs (differences and sums of the pair),
+ *   the SOC and bias rows need only the differences (they propagate affinely), and the
+ *   temperature measurement is the surface-temperature state itself, so its moments are
+ *   read off the state covariance.
+ *
+ * A float32 build does every operation in single precision (no double promotion:
+ * constants go through BMS_C, maths through BMS_EXP/BMS_SQRT/BMS_LOG).
  */
 #include "ukf_core.h"
 
 #include <math.h>
+#include <stdint.h>
 
 #ifdef BMS_REAL_DOUBLE
 #define BMS_EXP(v) exp(v)
 #define BMS_SQRT(v) sqrt(v)
 #define BMS_LOG(v) log(v)
+typedef uint64_t bms_bits;   /* the bit pattern of a bms_real */
+typedef int64_t bms_key;     /* a signed key that orders like the value */
+#define SIGN_BIT ((bms_bits)1 << 63)
+#define INF_BITS ((bms_bits)0x7ff0000000000000u)
+#else
+#if defined(PICO_RP2040) && defined(LIB_PICO_FLOAT_MICROPYTHON) && !defined(BMS_LIBM_MATH)
+/* MicroPython's RP2040 firmware links its own software expf/logf/sqrtf, built on the
+ * float calls (about 2200, 2200 and 400-700 cycles); the boot ROM's (about 540, 820,
+ * 80), which the Pico SDK's float code in the same image enters as __wrap_expf,
+ * __wrap_logf and __wrap_sqrtf, save ~0.6 ms per step (26 logs, 18 exps, 33 roots).
+ * Build with -DBMS_LIBM_MATH to keep the libm ones. */
+float __wrap_expf(float v);
+float __wrap_logf(float v);
+float __wrap_sqrtf(float v);
+#define BMS_EXP(v) __wrap_expf(v)
+#define BMS_SQRT(v) __wrap_sqrtf(v)
+#define BMS_LOG(v) __wrap_logf(v)
 #else
 #define BMS_EXP(v) expf(v)
 #define BMS_SQRT(v) sqrtf(v)
 #define BMS_LOG(v) logf(v)
+#endif
+typedef uint32_t bms_bits;
+typedef int32_t bms_key;
+#define SIGN_BIT ((bms_bits)1 << 31)
+#define INF_BITS ((bms_bits)0x7f800000u)
 #endif
 
 /* A literal in the working precision, rounded once at compile time. */
@@ -31,7 +78,8 @@ enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 #define OCV_TOP_SPAN BMS_C(0.1) /* model.OCV_TOP_SPAN */
 
 #define NX BMS_NX
-#define NZ BMS_NZ
+#define NY (NX + 1)   /* a propagated sigma point: the state, then its voltage (mV) */
+#define ZV NX
 #define NSIG BMS_NSIG
 
 /* Sigma-point weights for alpha = 1, beta = 0, kappa = 1: all positive, so the
@@ -40,33 +88,60 @@ enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 #define WI BMS_C(0.5 / 7.0)
 #define GAMMA BMS_C(2.6457513110645907) /* sqrt(NX + kappa), as math.sqrt(7.0) */
 
-/* Physical -> filter units per state (ukf.SCALE). */
-static const bms_real SCALE[NX] = {
-    BMS_C(100.0), BMS_C(1000.0), BMS_C(1000.0), BMS_C(1.0), BMS_C(1.0), BMS_C(1000.0)
-};
+/* ---- float tests on the bits --------------------------------------------------- */
 
-/* Everything one step needs, kept on the caller's stack. */
-typedef struct {
-    bms_real L[NX * NX];     /* Cholesky factor of P */
-    bms_real Pn[NX * NX];    /* jittered P, then the new P */
-    bms_real X[NSIG * NX];   /* propagated sigma points */
-    bms_real Z[NSIG * NZ];   /* predicted measurements per sigma point */
-    bms_real xm[NX];
-    bms_real xn[NX];
-    bms_real pxz[NX * NZ];
-    bms_real K[NX * NZ];
-    bms_real tab[BMS_NTAB];
-} workspace;
+/* These few integer operations replace a float library call each: always inline them
+ * (-Os would otherwise call them). */
+#if defined(__GNUC__)
+#define BMS_BITS_FN static inline __attribute__((always_inline))
+#else
+#define BMS_BITS_FN static inline
+#endif
 
-/* Grid description read once per step from the params header. */
-typedef struct {
-    const bms_real *p;
-    int ns;
-    int nt;
-} params;
+BMS_BITS_FN bms_bits bits_of(bms_real v) {
+    union {
+        bms_real r;
+        bms_bits b;
+    } u;
+    u.r = v;
+    return u.b;
+}
 
-static int bms_finite(bms_real v) {
-    return v == v && BMS_C(-1e30) < v && v < BMS_C(1e30);
+/* |v|'s bit pattern: ordered like |v| for every value, NaN above infinity. */
+BMS_BITS_FN bms_bits mag_bits(bms_real v) {
+    return bits_of(v) & ~SIGN_BIT;
+}
+
+BMS_BITS_FN int is_nan(bms_real v) {
+    return mag_bits(v) > INF_BITS;
+}
+
+/* For non-NaN a, b: a < b exactly when order_key(a) < order_key(b) (+0 == -0). */
+BMS_BITS_FN bms_key order_key(bms_real v) {
+    bms_bits b = bits_of(v);
+    bms_key m = (bms_key)(b & ~SIGN_BIT);
+    return (b & SIGN_BIT) ? -m : m;
+}
+
+/* v >= 0 for non-NaN v (-0 included). */
+BMS_BITS_FN int non_negative(bms_real v) {
+    return !(bits_of(v) & SIGN_BIT) || mag_bits(v) == 0;
+}
+
+/* Finite and of sane size: v == v && -1e30 < v < 1e30, without a float compare. */
+BMS_BITS_FN int bms_finite(bms_real v) {
+    return mag_bits(v) < mag_bits(BMS_C(1e30));
+}
+
+/* -v by its sign bit (no float subtract). */
+BMS_BITS_FN bms_real negated(bms_real v) {
+    union {
+        bms_real r;
+        bms_bits b;
+    } u;
+    u.r = v;
+    u.b ^= SIGN_BIT;
+    return u.r;
 }
 
 /* ---- params --------------------------------------------------------------------- */
@@ -82,12 +157,17 @@ static int count_ok(bms_real v, int max) {
 
 static int increasing(const bms_real *g, int n) {
     int k;
-    for (k = 0; k + 1 < n; k++) {
-        if (!(g[k] < g[k + 1]) || !bms_finite(g[k]) || !bms_finite(g[k + 1])) {
+    for (k = 0; k < n; k++) {
+        if (!bms_finite(g[k])) {
             return 0;
         }
     }
-    return n > 1 || bms_finite(g[0]);
+    for (k = 0; k + 1 < n; k++) {
+        if (!(order_key(g[k]) < order_key(g[k + 1]))) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
@@ -113,7 +193,7 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
     }
     /* Capacity and the thermal constants divide: they must be positive. */
     for (k = CAP_AS; k <= R_SA; k++) {
-        if (!(p[k] > BMS_C(0.0)) || !bms_finite(p[k])) {
+        if (!bms_finite(p[k]) || !(order_key(p[k]) > 0)) {
             return BMS_PARAMS_CONSTS;
         }
     }
@@ -128,9 +208,10 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
         return BMS_PARAMS_CONSTS;
     }
     /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
-    if (!bms_finite(p[SHIFT]) || !(p[SHIFT_GAIN] >= BMS_C(0.0)) || !bms_finite(p[SHIFT_GAIN])
-        || !(p[SHIFT_GAIN_CHG] >= BMS_C(0.0)) || !bms_finite(p[SHIFT_GAIN_CHG])
-        || !(p[SHIFT_TAU] > BMS_C(0.0)) || !bms_finite(p[SHIFT_TAU]) || !bms_finite(p[SHIFT_E])) {
+    if (!bms_finite(p[SHIFT]) || !bms_finite(p[SHIFT_GAIN]) || !non_negative(p[SHIFT_GAIN])
+        || !bms_finite(p[SHIFT_GAIN_CHG]) || !non_negative(p[SHIFT_GAIN_CHG])
+        || !bms_finite(p[SHIFT_TAU]) || !(order_key(p[SHIFT_TAU]) > 0)
+        || !bms_finite(p[SHIFT_E])) {
         return BMS_PARAMS_CONSTS;
     }
     return BMS_PARAMS_OK;
@@ -155,108 +236,394 @@ const char *bms_params_reason(int reason) {
     }
 }
 
-/* ---- model (model.py) ------------------------------------------------------------ */
+/* ---- table lookups (model.lookup) ------------------------------------------------ */
 
-/* Index j and weight w so that v ~ grid[j]*(1-w) + grid[j+1]*w, clamped at the ends. */
-static int bracket(const bms_real *g, int n, bms_real v, bms_real *w) {
-    int j = 0;
-    bms_real g0;
-    *w = BMS_C(0.0);
-    if (n == 1 || v <= g[0]) {
-        return 0;
-    }
-    if (v >= g[n - 1]) {
-        *w = BMS_C(1.0);
-        return n - 2;
-    }
-    while (g[j + 1] < v) {   /* stops by j = n - 2 because v < g[n - 1] */
-        j++;
-    }
-    g0 = g[j];
-    *w = (v - g0) / (g[j + 1] - g0);
-    return j;
+/* One grid axis and its last located cell. Sigma points mostly fall in one cell, so
+ * the cell's inverse width is computed once and each point multiplies by it. */
+typedef struct {
+    const bms_real *g;
+    int n;
+    int j;            /* cached cell, -1 = none */
+    bms_key klo, khi; /* order keys of g[j], g[j + 1] */
+    bms_real inv;     /* 1 / (g[j + 1] - g[j]) */
+} axis;
+
+/* Where a value sits on an axis: cell j and weight w, v ~ g[j]*(1-w) + g[j+1]*w. */
+typedef struct {
+    int j;
+    bms_real w;
+} axis_pos;
+
+static void axis_init(axis *ax, const bms_real *g, int n) {
+    ax->g = g;
+    ax->n = n;
+    ax->j = -1;
+    ax->klo = ax->khi = 0;
+    ax->inv = BMS_C(0.0);
 }
 
-/* Bilinear lookup of the first ntab tables (1 = the OCV alone) at (soc, temp_c) into tab,
- * clamped at the grid's ends except the OCV past the top: it keeps rising with its mean
- * slope over the top OCV_TOP_SPAN of SOC (model.lookup). */
-static void lookup(const params *m, bms_real soc, bms_real temp_c, bms_real *tab, int ntab) {
-    const bms_real *p = m->p;
-    int ns = m->ns, nt = m->nt;
-    bms_real ws, wt, a, b, c, d;
-    int i = bracket(p + BMS_HEADER, ns, soc, &ws);
-    int j = bracket(p + BMS_HEADER + ns, nt, temp_c, &wt);
-    int i1 = ns > 1 ? i + 1 : i;
-    int j1 = nt > 1 ? j + 1 : j;
-    int r00 = j * ns + i, r01 = j * ns + i1, r10 = j1 * ns + i, r11 = j1 * ns + i1;
+/* model._bracket: clamped at the ends (w = 0 below, 1 above); a NaN gives a NaN weight
+ * so that it spreads to the result as in the reference. */
+static axis_pos locate(axis *ax, bms_real v) {
+    axis_pos r;
+    const bms_real *g = ax->g;
+    int n = ax->n, lo, hi, mid;
+    bms_key k;
+    k = order_key(v);
+    /* Inside the cached cell (the usual case; a NaN never is): no search, no divide. */
+    if (ax->j >= 0 && ax->klo < k && k <= ax->khi) {
+        r.j = ax->j;
+        r.w = (v - g[r.j]) * ax->inv;
+        return r;
+    }
+    r.j = 0;
+    r.w = BMS_C(0.0);
+    if (n == 1) {
+        return r;
+    }
+    if (is_nan(v)) {
+        r.w = v;
+        return r;
+    }
+    if (k <= order_key(g[0])) {
+        return r;
+    }
+    if (k >= order_key(g[n - 1])) {
+        r.j = n - 2;
+        r.w = BMS_C(1.0);
+        return r;
+    }
+    /* The cell with g[j] < v <= g[j + 1], by binary search; it becomes the cached one. */
+    lo = 0;
+    hi = n - 2;
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+        if (order_key(g[mid + 1]) >= k) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    ax->j = lo;
+    ax->klo = order_key(g[lo]);
+    ax->khi = order_key(g[lo + 1]);
+    ax->inv = BMS_C(1.0) / (g[lo + 1] - g[lo]);
+    r.j = lo;
+    r.w = (v - g[lo]) * ax->inv;
+    return r;
+}
+
+/* One table over one grid cell, the bilinear form expanded as
+ * c0 + c1 ws + c2 wt + c3 ws wt: the sigma points' voltages mostly fall in one cell,
+ * where a table then costs three multiply-adds and no corner weights. */
+typedef struct {
+    int i, j;                 /* the cell, -1 = none yet */
+    bms_real scale;           /* the table's values times scale (units of the caller) */
+    bms_real c0, c1, c2, c3;
+} patch;
+
+/* The grid and its tables, read from the params once per step. */
+typedef struct {
+    const bms_real *p;
+    const bms_real *tables;   /* table k starts at tables + k * size */
+    int ns, nt, size;
+    axis soc;                 /* SOC axis for the sigma points */
+    axis soc_top;             /* SOC axis for the OCV's top extension (keeps soc's cache) */
+    axis temp;
+    patch patches[BMS_NTAB];  /* the last cell each table was read in */
+} model;
+
+static void model_init(model *m, const bms_real *p, bms_real r0_mv) {
     int k;
-    const bms_real *t = p + BMS_HEADER + ns + nt;
-    a = (BMS_C(1.0) - ws) * (BMS_C(1.0) - wt);
-    b = ws * (BMS_C(1.0) - wt);
-    c = (BMS_C(1.0) - ws) * wt;
-    d = ws * wt;
-    for (k = 0; k < ntab; k++, t += ns * nt) {
-        tab[k] = a * t[r00] + b * t[r01] + c * t[r10] + d * t[r11];
+    m->p = p;
+    m->ns = (int)p[N_SOC];
+    m->nt = (int)p[N_TEMP];
+    m->size = m->ns * m->nt;
+    m->tables = p + BMS_HEADER + m->ns + m->nt;
+    axis_init(&m->soc, p + BMS_HEADER, m->ns);
+    axis_init(&m->soc_top, p + BMS_HEADER, m->ns);
+    axis_init(&m->temp, p + BMS_HEADER + m->ns, m->nt);
+    for (k = 0; k < BMS_NTAB; k++) {
+        m->patches[k].i = -1;
+        m->patches[k].scale = BMS_C(1.0);
     }
-    if (ns > 1 && soc > p[BMS_HEADER + ns - 1]) {
-        bms_real top = p[BMS_HEADER + ns - 1], v_top = tab[0], v_lo;
-        bms_real span = top - p[BMS_HEADER] < OCV_TOP_SPAN ? top - p[BMS_HEADER] : OCV_TOP_SPAN;
-        lookup(m, top - span, temp_c, &v_lo, 1);
-        tab[0] = v_top + (v_top - v_lo) * (soc - top) / span;
-    }
+    /* The voltage wants mV: OCV and R0 (times the online resistance factor) scaled once
+     * per cell instead of once per sigma point; i0 enters as 2 i0. */
+    m->patches[T_OCV].scale = BMS_C(1000.0);
+    m->patches[T_R0].scale = r0_mv;
+    m->patches[T_R0C].scale = r0_mv;
+    m->patches[T_I0].scale = BMS_C(2.0);
 }
 
-/* Butler-Volmer overpotential (V) at current i_a, exchange current i0_a (model.kinetic_v):
- * asinh written out (odd-symmetric for accuracy), as in the reference. */
-static bms_real kinetic_v(bms_real i_a, bms_real i0_a, bms_real tc) {
-    bms_real x = i_a / (BMS_C(2.0) * i0_a);
-    bms_real ax = x >= BMS_C(0.0) ? x : -x;
+/* Table k at grid position (s, t), bilinear as model.lookup (every corner is read, so
+ * a NaN in any of them spreads). */
+static bms_real table_at(model *m, int k, axis_pos s, axis_pos t) {
+    patch *pc = &m->patches[k];
+    if (pc->i != s.j || pc->j != t.j) {
+        const bms_real *tab = m->tables + k * m->size;
+        int r0 = t.j * m->ns, r1 = m->nt > 1 ? r0 + m->ns : r0;
+        int i1 = m->ns > 1 ? s.j + 1 : s.j;
+        bms_real t00 = tab[r0 + s.j] * pc->scale, t01 = tab[r0 + i1] * pc->scale;
+        bms_real t10 = tab[r1 + s.j] * pc->scale, t11 = tab[r1 + i1] * pc->scale;
+        pc->i = s.j;
+        pc->j = t.j;
+        pc->c0 = t00;
+        pc->c1 = t01 - t00;
+        pc->c2 = t10 - t00;
+        pc->c3 = (t11 - t10) - pc->c1;
+    }
+    return pc->c0 + pc->c1 * s.w + t.w * (pc->c2 + pc->c3 * s.w);
+}
+
+/* The OCV at (soc, temperature position t): past the grid's top it keeps rising with
+ * its mean slope over the top OCV_TOP_SPAN of SOC (model.lookup). */
+static bms_real ocv_at(model *m, bms_real soc, axis_pos t) {
+    bms_real v = table_at(m, T_OCV, locate(&m->soc, soc), t);
+    if (m->ns > 1 && !is_nan(soc) && order_key(soc) > order_key(m->soc.g[m->ns - 1])) {
+        bms_real top = m->soc.g[m->ns - 1], lo_span = top - m->soc.g[0], v_lo;
+        bms_real span = lo_span < OCV_TOP_SPAN ? lo_span : OCV_TOP_SPAN;
+        v_lo = table_at(m, T_OCV, locate(&m->soc_top, top - span), t);
+        v = v + (v - v_lo) * (soc - top) / span;
+    }
+    return v;
+}
+
+/* asinh(x), written out as model.kinetic_v does (odd-symmetric for accuracy). */
+static bms_real asinh_odd(bms_real x) {
+    bms_real ax = non_negative(x) ? x : negated(x);
     bms_real eta = BMS_LOG(ax + BMS_SQRT(ax * ax + BMS_C(1.0)));
-    return KIN_B * (tc + BMS_C(273.15)) * (x >= BMS_C(0.0) ? eta : -eta);
+    return non_negative(x) ? eta : negated(eta);
 }
 
-/* Advance one sample (model.step); s = {soc, v1, v2, tc, ts} in physical units. */
-static void model_step(const params *m, bms_real *s, bms_real i_a, bms_real ta_c,
-                       bms_real dt_s, bms_real *tab) {
-    const bms_real *p = m->p;
-    bms_real a1, a2, r0, ro, r2, heat_w, g1, g2, kc, ks, a11, a22, b1, b2, det;
-    lookup(m, s[0], s[3], tab, BMS_NTAB);
-    a1 = BMS_EXP(-dt_s / tab[T_TAU1]);
-    a2 = BMS_EXP(-dt_s / tab[T_TAU2]);
-    r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * p[R0_SCALE];
-    ro = p[HEAT_RH] != BMS_C(0.0) ? tab[T_RH] * p[R0_SCALE] : r0;
-    heat_w = i_a * (ro * i_a + p[HEAT_V1] * s[1] + kinetic_v(i_a, tab[T_I0], s[3]))
-             + p[HEAT_V2] * i_a * s[2];
-    r2 = i_a >= BMS_C(0.0) ? tab[T_R2] : tab[T_R2C];
-    s[1] = a1 * s[1] + tab[T_R1] * (BMS_C(1.0) - a1) * i_a;
-    s[2] = a2 * s[2] + r2 * (BMS_C(1.0) - a2) * i_a;
-    s[0] = s[0] - i_a * dt_s / p[CAP_AS];
-    /* Backward Euler on the two thermal nodes: a 2x2 linear solve. */
+/* ---- the model over the sigma points (model.step, model.voltage) ------------------ */
+
+/* Per-step constants of the linear parts, in filter units (SOC %, v1/v2 mV). */
+typedef struct {
+    bms_real i_a, dt_s;
+    bms_real soc_per_a;        /* SOC % lost per ampere over the step: 100 dt / C */
+    bms_real k1, k2;           /* heated fractions of i*v1, i*v2 per mV */
+    bms_real kc, ks;           /* heat capacities / dt */
+    bms_real g2_ta;            /* ambient's pull on the surface node */
+    bms_real e11, e12, e22;    /* inverse of the backward-Euler matrix [[kc+g1, -g1], [-g1, ks+g1+g2]] */
+    bms_real shift;            /* diffusion shift (SOC fraction) */
+    int has_shift;             /* shift != 0: the OCV is read at soc - shift */
+    int heat_rh;               /* the ohmic heat takes the rh table (else R0 / R0c) */
+} consts;
+
+/* Table-derived coefficients shared by the sigma points that start from one
+ * (soc, T_core); index [0] for a discharging point (i >= 0), [1] for a charging one. */
+typedef struct {
+    bms_bits soc_bits, tc_bits;
+    axis_pos s, t;             /* the group's place on the grid */
+    int lead;                  /* first group with the same SOC and temperature cell */
+    unsigned need;             /* bit k: table k is needed */
+    union {                    /* the tables, until group_coefs turns them into ... */
+        bms_real tab[BMS_NTAB];
+        struct {               /* ... the coefficients of model.step */
+            bms_real a1, a2;       /* exp(-dt / tau) */
+            bms_real c1, c2[2];    /* mV per A into v1, v2: 1000 r (1 - a) */
+            bms_real ro[2];        /* ohmic heat resistance */
+            bms_real inv_2i0;      /* 1 / (2 i0) */
+            bms_real kb_t;         /* KIN_B * T_kelvin */
+            bms_real kc_tc;        /* kc * T_core */
+        } c;
+    } u;
+} group;
+
+/* Everything one step needs, kept on the caller's stack. */
+typedef struct {
+    bms_real L[NX * NX];       /* Cholesky factor of P */
+    bms_real Pn[NX * NX];      /* jittered P, then the new P */
+    bms_real X[NSIG * NY];     /* sigma points, then propagated with their voltage */
+    bms_real i[NSIG];          /* true current per sigma point */
+    unsigned char grp[NSIG];   /* group of each sigma point */
+    group g[NSIG];
+    bms_real xm[NX];
+    bms_real xn[NX];
+    bms_real pxz[NX * 2];
+    bms_real K[NX * 2];
+} workspace;
+
+static void consts_init(const bms_real *p, const bms_real *u, consts *k) {
+    bms_real g1, g2, a11, a22, inv_det;
+    k->i_a = u[0];
+    k->dt_s = u[2];
+    k->soc_per_a = BMS_C(100.0) * u[2] / p[CAP_AS];
+    k->k1 = p[HEAT_V1] * BMS_C(1e-3);
+    k->k2 = p[HEAT_V2] * BMS_C(1e-3);
+    /* Backward Euler on the two thermal nodes: the 2x2 matrix is the same for every
+     * sigma point, so it is inverted once. */
     g1 = BMS_C(1.0) / p[R_CS];
     g2 = BMS_C(1.0) / p[R_SA];
-    kc = p[C_CORE] / dt_s;
-    ks = p[C_SURF] / dt_s;
-    a11 = kc + g1;
-    a22 = ks + g1 + g2;
-    b1 = kc * s[3] + heat_w;
-    b2 = ks * s[4] + g2 * ta_c;
-    det = a11 * a22 - g1 * g1;
-    s[3] = (b1 * a22 + g1 * b2) / det;
-    s[4] = (a11 * b2 + g1 * b1) / det;
+    k->kc = p[C_CORE] / u[2];
+    k->ks = p[C_SURF] / u[2];
+    a11 = k->kc + g1;
+    a22 = k->ks + g1 + g2;
+    inv_det = BMS_C(1.0) / (a11 * a22 - g1 * g1);
+    k->e11 = a22 * inv_det;
+    k->e12 = g1 * inv_det;
+    k->e22 = a11 * inv_det;
+    k->g2_ta = g2 * u[1];
+    k->shift = p[SHIFT];
+    k->has_shift = mag_bits(p[SHIFT]) != 0;
+    k->heat_rh = mag_bits(p[HEAT_RH]) != 0;
 }
 
-/* Terminal voltage (model.voltage) in V: OCV at the diffusion-shifted SOC. */
-static bms_real model_voltage(const params *m, const bms_real *s, bms_real i_a,
-                              bms_real *tab) {
-    bms_real r0, eta;
-    bms_real d = m->p[SHIFT];
-    lookup(m, s[0], s[3], tab, BMS_NTAB);
-    r0 = (i_a >= BMS_C(0.0) ? tab[T_R0] : tab[T_R0C]) * m->p[R0_SCALE];
-    eta = kinetic_v(i_a, tab[T_I0], s[3]);
-    if (d != BMS_C(0.0)) {
-        lookup(m, s[0] - d, s[3], tab, 1); /* OCV at the diffusion-shifted SOC */
+/* The tables each group needs, by rows: a bilinear value is lo + wt * (hi - lo) with lo
+ * and hi the two temperature rows interpolated along SOC, and groups at the same SOC and
+ * temperature cell (most: only the points moved along SOC differ) share lo and hi, so
+ * each of them costs one multiply-add per table. */
+static void group_tables(const model *m, workspace *w, int n) {
+    bms_real lo[NSIG], d[NSIG], ws, a, b;
+    const bms_real *t;
+    int k, q, r, i, i1, j, j1;
+    unsigned done;
+    for (k = 0; k < BMS_NTAB; k++) {
+        t = m->tables + k * m->size;
+        done = 0;
+        for (q = 0; q < n; q++) {
+            group *g = &w->g[q];
+            if (!(g->need & (1u << k))) {
+                continue;
+            }
+            r = g->lead;
+            if (!(done & (1u << r))) {
+                i = g->s.j;
+                i1 = m->ns > 1 ? i + 1 : i;
+                j = g->t.j * m->ns;
+                j1 = m->nt > 1 ? j + m->ns : j;
+                ws = g->s.w;
+                a = t[j + i] + ws * (t[j + i1] - t[j + i]);
+                b = t[j1 + i] + ws * (t[j1 + i1] - t[j1 + i]);
+                lo[r] = a;
+                d[r] = b - a;
+                done |= 1u << r;
+            }
+            g->u.tab[k] = lo[r] + g->t.w * d[r];
+        }
     }
-    return tab[T_OCV] - s[1] - s[2] - r0 * i_a - eta;
+}
+
+/* The group's model coefficients from its tables, for the sides its members need
+ * (the tables are read before the coefficients overwrite them). */
+static void group_coefs(const model *m, const consts *k, bms_real tc, group *g) {
+    int rh = k->heat_rh, side;
+    bms_real tab[BMS_NTAB], a1, a2, c2[2] = {BMS_C(0.0), BMS_C(0.0)};
+    bms_real ro[2] = {BMS_C(0.0), BMS_C(0.0)};
+    for (side = 0; side < BMS_NTAB; side++) {
+        tab[side] = g->u.tab[side];
+    }
+    a1 = BMS_EXP(negated(k->dt_s) / tab[T_TAU1]);
+    a2 = BMS_EXP(negated(k->dt_s) / tab[T_TAU2]);
+    for (side = 0; side < 2; side++) {
+        if (g->need & (1u << (side == 0 ? T_R2 : T_R2C))) {
+            c2[side] = tab[side == 0 ? T_R2 : T_R2C] * (BMS_C(1.0) - a2) * BMS_C(1000.0);
+            ro[side] = tab[rh ? T_RH : (side == 0 ? T_R0 : T_R0C)] * m->p[R0_SCALE];
+        }
+    }
+    g->u.c.a1 = a1;
+    g->u.c.a2 = a2;
+    g->u.c.c1 = tab[T_R1] * (BMS_C(1.0) - a1) * BMS_C(1000.0);
+    for (side = 0; side < 2; side++) {
+        g->u.c.c2[side] = c2[side];
+        g->u.c.ro[side] = ro[side];
+    }
+    g->u.c.inv_2i0 = BMS_C(1.0) / (BMS_C(2.0) * tab[T_I0]);
+    g->u.c.kb_t = KIN_B * (tc + BMS_C(273.15));
+    g->u.c.kc_tc = k->kc * tc;
+}
+
+/* Sigma points x +- GAMMA * column of L. L is lower triangular, so column j moves only
+ * states j.. (the others stay exactly x). */
+static void sigma_points(const bms_real *x, workspace *w) {
+    int sg, j, k;
+    bms_real d;
+    for (sg = 0; sg < NSIG; sg++) {
+        for (k = 0; k < NX; k++) {
+            w->X[sg * NY + k] = x[k];
+        }
+    }
+    for (j = 0; j < NX; j++) {
+        for (k = j; k < NX; k++) {
+            d = GAMMA * w->L[k * NX + j];
+            w->X[(1 + j) * NY + k] += d;
+            w->X[(1 + NX + j) * NY + k] -= d;
+        }
+    }
+}
+
+/* Sort the sigma points into groups of equal (soc, T_core), then fill each group once. */
+static void make_groups(model *m, const consts *k, workspace *w) {
+    int sg, q, r, n = 0;
+    int rh = k->heat_rh;
+    for (sg = 0; sg < NSIG; sg++) {
+        const bms_real *X = w->X + sg * NY;
+        bms_bits sb = bits_of(X[SOC]), tb = bits_of(X[TC]);
+        bms_real i_true = k->i_a - X[BIAS] * BMS_C(1e-3);
+        int side = non_negative(i_true) ? 0 : 1;
+        group *g;
+        for (q = 0; q < n; q++) {
+            if (w->g[q].soc_bits == sb && w->g[q].tc_bits == tb) {
+                break;
+            }
+        }
+        g = &w->g[q];
+        if (q == n) {
+            g->soc_bits = sb;
+            g->tc_bits = tb;
+            g->need = (1u << T_TAU1) | (1u << T_TAU2) | (1u << T_R1) | (1u << T_I0);
+            g->t = locate(&m->temp, X[TC]);
+            for (r = 0; r < n && w->g[r].soc_bits != sb; r++) {
+            }
+            g->s = r < n ? w->g[r].s : locate(&m->soc, X[SOC] * BMS_C(0.01));
+            for (r = 0; r < n && !(w->g[r].soc_bits == sb && w->g[r].t.j == g->t.j); r++) {
+            }
+            g->lead = r;
+            n++;
+        }
+        w->grp[sg] = (unsigned char)q;
+        w->i[sg] = i_true;
+        g->need |= (1u << (side == 0 ? T_R2 : T_R2C))
+                   | (1u << (rh ? T_RH : (side == 0 ? T_R0 : T_R0C)));
+    }
+    group_tables(m, w, n);
+    for (q = 0; q < n; q++) {
+        for (sg = 0; w->grp[sg] != q; sg++) {
+        }
+        group_coefs(m, k, w->X[sg * NY + TC], &w->g[q]);
+    }
+}
+
+/* One sigma point through model.step and model.voltage, in filter units. */
+static void propagate_point(model *m, const consts *k, const group *g, bms_real i,
+                            bms_real *X) {
+    int side = non_negative(i) ? 0 : 1;
+    bms_real heat, b1, b2, soc_f, eta, r0, ocv;
+    axis_pos s, t;
+    /* model.step: heat i*(ro*i + k1*v1 + k2*v2 + eta), RC pairs, SOC, thermal nodes. */
+    eta = g->u.c.kb_t * asinh_odd(i * g->u.c.inv_2i0);
+    heat = i * (g->u.c.ro[side] * i + k->k1 * X[V1] + k->k2 * X[V2] + eta);
+    X[SOC] = X[SOC] - i * k->soc_per_a;
+    X[V1] = g->u.c.a1 * X[V1] + g->u.c.c1 * i;
+    X[V2] = g->u.c.a2 * X[V2] + g->u.c.c2[side] * i;
+    b1 = g->u.c.kc_tc + heat;
+    b2 = k->ks * X[TS] + k->g2_ta;
+    X[TC] = k->e11 * b1 + k->e12 * b2;
+    X[TS] = k->e12 * b1 + k->e22 * b2;
+    /* model.voltage at the new state: R0 and i0 at (soc, T_core), the OCV at the
+     * diffusion-shifted SOC. */
+    soc_f = X[SOC] * BMS_C(0.01);
+    t = locate(&m->temp, X[TC]);
+    s = locate(&m->soc, soc_f);
+    r0 = table_at(m, side == 0 ? T_R0 : T_R0C, s, t);
+    eta = KIN_B * BMS_C(1000.0) * (X[TC] + BMS_C(273.15))
+          * asinh_odd(i / table_at(m, T_I0, s, t));
+    if (k->has_shift) {
+        ocv = ocv_at(m, soc_f - k->shift, t);
+    } else {
+        ocv = ocv_at(m, soc_f, t);
+    }
+    X[ZV] = ocv - X[V1] - X[V2] - r0 * i - eta;
 }
 
 /* ---- filter (ukf.py) ------------------------------------------------------------- */
@@ -264,7 +631,7 @@ static bms_real model_voltage(const params *m, const bms_real *s, bms_real i_a,
 /* Lower Cholesky factor of the n x n row-major a into out; 0 if not positive definite. */
 static int cholesky(const bms_real *a, int n, bms_real *out) {
     int i, j, k;
-    bms_real s, d;
+    bms_real s, d, inv;
     for (j = 0; j < n; j++) {
         s = a[j * n + j];
         for (k = 0; k < j; k++) {
@@ -274,13 +641,14 @@ static int cholesky(const bms_real *a, int n, bms_real *out) {
             return 0;
         }
         d = BMS_SQRT(s);
+        inv = BMS_C(1.0) / d;
         out[j * n + j] = d;
         for (i = j + 1; i < n; i++) {
             s = a[i * n + j];
             for (k = 0; k < j; k++) {
                 s -= out[i * n + k] * out[j * n + k];
             }
-            out[i * n + j] = s / d;
+            out[i * n + j] = s * inv;
         }
         for (i = 0; i < j; i++) {
             out[i * n + j] = BMS_C(0.0);
@@ -304,109 +672,89 @@ static int factor(const bms_real *P, workspace *w) {
     return cholesky(w->Pn, NX, w->L);
 }
 
-/* Sigma points around x, each propagated through the model, with predicted measurements. */
-static void propagate(const params *m, const bms_real *x, const bms_real *u, workspace *w) {
-    bms_real s[5];
-    bms_real i_a = u[0], ta_c = u[1], dt_s = u[2], i_true, v;
-    int sg, k;
-    for (sg = 0; sg < NSIG; sg++) {
-        bms_real *X = w->X + sg * NX;
-        for (k = 0; k < NX; k++) {
-            v = x[k];
-            if (sg >= 1 && sg <= NX) {
-                v += GAMMA * w->L[k * NX + sg - 1];
-            } else if (sg > NX) {
-                v -= GAMMA * w->L[k * NX + sg - 1 - NX];
-            }
-            X[k] = v;
-        }
-        s[0] = X[SOC] / SCALE[SOC];
-        s[1] = X[V1] / SCALE[V1];
-        s[2] = X[V2] / SCALE[V2];
-        s[3] = X[TC];
-        s[4] = X[TS];
-        i_true = i_a - X[BIAS] / SCALE[BIAS];
-        model_step(m, s, i_true, ta_c, dt_s, w->tab);
-        X[SOC] = s[0] * SCALE[SOC];
-        X[V1] = s[1] * SCALE[V1];
-        X[V2] = s[2] * SCALE[V2];
-        X[TC] = s[3];
-        X[TS] = s[4];
-        w->Z[sg * NZ] = model_voltage(m, s, i_true, w->tab) * BMS_C(1000.0);
-        w->Z[sg * NZ + 1] = s[4];
-    }
-}
-
-/* Predicted mean xm and covariance Pn (positive weights only) plus process noise. */
-static void predict_moments(const bms_real *cfg, bms_real dt_s, workspace *w) {
-    const bms_real *X = w->X;
-    bms_real acc, wt;
-    int a, b, sg;
-    for (a = 0; a < NX; a++) {
-        acc = W0 * X[a];
-        for (sg = 1; sg < NSIG; sg++) {
-            acc += WI * X[sg * NX + a];
-        }
-        w->xm[a] = acc;
-    }
-    for (a = 0; a < NX; a++) {
-        for (b = 0; b <= a; b++) {
-            acc = BMS_C(0.0);
-            for (sg = 0; sg < NSIG; sg++) {
-                wt = sg == 0 ? W0 : WI;
-                acc += wt * (X[sg * NX + a] - w->xm[a]) * (X[sg * NX + b] - w->xm[b]);
-            }
-            if (a == b) {
-                acc += cfg[a] * cfg[a] * dt_s;
-            }
-            w->Pn[a * NX + b] = acc;
-            w->Pn[b * NX + a] = acc;
-        }
-    }
-}
-
 /* Innovation statistics of the voltage (v) and temperature (t) channels. */
 typedef struct {
     bms_real zv, zt, svv, svt, stt;
 } innov;
 
-static void measurement_moments(workspace *w, innov *in) {
-    bms_real wt, dv, dt, dx;
-    int sg, k;
-    in->zv = W0 * w->Z[0];
-    in->zt = W0 * w->Z[1];
-    for (sg = 1; sg < NSIG; sg++) {
-        in->zv += WI * w->Z[sg * NZ];
-        in->zt += WI * w->Z[sg * NZ + 1];
-    }
-    in->svv = in->svt = in->stt = BMS_C(0.0);
-    for (k = 0; k < NX * NZ; k++) {
-        w->pxz[k] = BMS_C(0.0);
-    }
-    for (sg = 0; sg < NSIG; sg++) {
-        wt = sg == 0 ? W0 : WI;
-        dv = w->Z[sg * NZ] - in->zv;
-        dt = w->Z[sg * NZ + 1] - in->zt;
-        in->svv += wt * dv * dv;
-        in->svt += wt * dv * dt;
-        in->stt += wt * dt * dt;
-        for (k = 0; k < NX; k++) {
-            dx = w->X[sg * NX + k] - w->xm[k];
-            w->pxz[k * 2] += wt * dx * dv;
-            w->pxz[k * 2 + 1] += wt * dx * dt;
-        }
-    }
+/* Rows of a propagated sigma point that are one affine map of the sigma point for all of
+ * them: the SOC (coulomb counting with the bias-corrected current) and the bias (a random
+ * walk). The +/- points of a pair then sit symmetrically about the centre, which is the
+ * mean. */
+static int affine_row(int r) {
+    return r == SOC || r == BIAS;
 }
 
-/* Pn -= K Pxz^T, symmetrised, with the diagonal floored at 1 % of the process noise. */
+/* sum over the pairs j of a[j][r] * a[j][c] */
+static bms_real pair_dot(const bms_real *a, int r, int c) {
+    const bms_real *pr = a + r, *pc = a + c, *end = a + NX * NY;
+    bms_real acc = *pr * *pc;
+    for (pr += NY, pc += NY; pr < end; pr += NY, pc += NY) {
+        acc += *pr * *pc;
+    }
+    return acc;
+}
+
+/* Predicted mean xm, covariance Pn (plus process noise), the voltage's moments and the
+ * cross covariance pxz: ukf.py's weighted sums over the 13 points, taken over the six
+ * +/- pairs. With Y0 the centre, u_j = Y+ - Y- and s_j = (Y+ - Y0) + (Y- - Y0),
+ *   m = mean - Y0 = WI sum_j s_j,  cov = WI/2 sum_j (u_j u_j' + s_j s_j') - m m'
+ * (W0 + 12 WI = 1), and s = m = 0 on the affine rows. The temperature measurement is the
+ * propagated T_surf itself, so its moments are the state's (before the noise). */
+static void moments(const bms_real *cfg, bms_real dt_s, workspace *w, innov *in) {
+    /* u_j replaces Y+ (rows 1..6 of X) and s_j replaces Y- (rows 7..12), in place. */
+    const bms_real *Y0 = w->X, *u = w->X + NY, *sm = w->X + (1 + NX) * NY;
+    bms_real *Yp, *Ym, m[NY], cov[NY * NY], acc, v;
+    int r, c, j;
+    for (r = 0; r < NY; r++) {
+        acc = BMS_C(0.0);
+        for (j = 0; j < NX; j++) {
+            Yp = w->X + (1 + j) * NY;
+            Ym = w->X + (1 + NX + j) * NY;
+            v = Yp[r] - Ym[r];
+            if (!affine_row(r)) {
+                Ym[r] = (Yp[r] - Y0[r]) + (Ym[r] - Y0[r]);
+                acc += Ym[r];
+            }
+            Yp[r] = v;
+        }
+        m[r] = affine_row(r) ? BMS_C(0.0) : WI * acc;
+    }
+    for (r = 0; r < NY; r++) {
+        for (c = 0; c <= r; c++) {
+            v = pair_dot(u, r, c);
+            if (affine_row(r) || affine_row(c)) {
+                v = (WI * BMS_C(0.5)) * v;
+            } else {
+                v = (WI * BMS_C(0.5)) * (v + pair_dot(sm, r, c)) - m[r] * m[c];
+            }
+            cov[r * NY + c] = cov[c * NY + r] = v;
+        }
+    }
+    for (r = 0; r < NX; r++) {
+        w->xm[r] = affine_row(r) ? Y0[r] : Y0[r] + m[r];
+        for (c = 0; c < NX; c++) {
+            w->Pn[r * NX + c] = cov[r * NY + c];
+        }
+        w->pxz[r * 2] = cov[r * NY + ZV];
+        w->pxz[r * 2 + 1] = cov[r * NY + TS];
+        w->Pn[r * NX + r] += cfg[r] * cfg[r] * dt_s;
+    }
+    in->zv = Y0[ZV] + m[ZV];
+    in->zt = w->xm[TS];
+    in->svv = cov[ZV * NY + ZV];
+    in->svt = cov[TS * NY + ZV];
+    in->stt = cov[TS * NY + TS];
+}
+
+/* Pn -= K Pxz^T (symmetric: K Pxz^T = Pxz S^-1 Pxz^T), diagonal floored at 1 % of the
+ * process noise. */
 static void update_covariance(const bms_real *cfg, workspace *w) {
-    bms_real *Pn = w->Pn, *K = w->K, *pxz = w->pxz, v, vs, floor;
+    bms_real *Pn = w->Pn, *K = w->K, *pxz = w->pxz, v, floor;
     int a, b, k;
     for (a = 0; a < NX; a++) {
         for (b = 0; b <= a; b++) {
             v = Pn[a * NX + b] - (K[a * 2] * pxz[b * 2] + K[a * 2 + 1] * pxz[b * 2 + 1]);
-            vs = Pn[b * NX + a] - (K[b * 2] * pxz[a * 2] + K[b * 2 + 1] * pxz[a * 2 + 1]);
-            v = BMS_C(0.5) * (v + vs);
             Pn[a * NX + b] = v;
             Pn[b * NX + a] = v;
         }
@@ -437,29 +785,33 @@ static int fail(bms_real *out, int status) {
 int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_real *cfg,
                  const bms_real *u, bms_real *out) {
     workspace w;
-    params m;
+    model m;
+    consts kc;
     innov in;
     bms_real v_meas = u[3], ts_meas = u[4];
     bms_real rv, rt, ev, et, sv, gate, s11, s22, det, i11, i22, i12, k1, k2, rv_new = cfg[10];
-    int use_v, use_t, k;
+    int use_v, use_t, k, sg;
 
     if (bms_params_check(p, n_p, NULL) != BMS_PARAMS_OK) {
         return fail(out, BMS_ERR_PARAMS);
     }
     /* Inputs the model divides by or integrates: refuse rather than spread NaN. */
-    if (!bms_finite(u[0]) || !bms_finite(u[1]) || !bms_finite(u[2]) || !(u[2] > BMS_C(0.0))) {
+    if (!bms_finite(u[0]) || !bms_finite(u[1]) || !bms_finite(u[2])
+        || !(order_key(u[2]) > 0)) {
         return fail(out, BMS_ERR_NONFINITE);
     }
-    m.p = p;
-    m.ns = (int)p[N_SOC];
-    m.nt = (int)p[N_TEMP];
+    model_init(&m, p, p[R0_SCALE] * BMS_C(1000.0));
 
     if (!factor(P, &w)) {
         return fail(out, BMS_ERR_NOT_PD);
     }
-    propagate(&m, x, u, &w);
-    predict_moments(cfg, u[2], &w);
-    measurement_moments(&w, &in);
+    consts_init(p, u, &kc);
+    sigma_points(x, &w);
+    make_groups(&m, &kc, &w);
+    for (sg = 0; sg < NSIG; sg++) {
+        propagate_point(&m, &kc, &w.g[w.grp[sg]], w.i[sg], w.X + sg * NY);
+    }
+    moments(cfg, u[2], &w, &in);
 
     rv = cfg[10];
     rt = cfg[7] * cfg[7];
@@ -473,8 +825,8 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     gate = sv > BMS_C(0.0) ? cfg[11] * BMS_SQRT(sv) : BMS_C(0.0);
     if (ev > gate) {
         ev = gate;
-    } else if (ev < -gate) {
-        ev = -gate;
+    } else if (ev < negated(gate)) {
+        ev = negated(gate);
     }
     if (!use_v) {
         in.svt = BMS_C(0.0);
@@ -483,7 +835,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
         }
         s11 = BMS_C(1.0);
     } else {
-        s11 = in.svv + rv;
+        s11 = sv;
     }
     if (!use_t) {
         in.svt = BMS_C(0.0);
@@ -500,7 +852,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     }
     i11 = s22 / det;
     i22 = s11 / det;
-    i12 = -in.svt / det;
+    i12 = negated(in.svt) / det;
 
     /* K = Pxz S^-1 ; x += K e ; P -= K S K^T = K Pxz^T */
     for (k = 0; k < NX; k++) {
@@ -537,7 +889,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
         P[k] = w.Pn[k];
     }
     cfg[10] = rv_new;
-    out[0] = in.zv / BMS_C(1000.0);
+    out[0] = in.zv * BMS_C(1e-3);
     out[1] = in.zt;
     out[2] = use_v ? v_meas * BMS_C(1000.0) - in.zv : BMS_C(0.0);
     out[3] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et);
