@@ -106,3 +106,35 @@ def test_sim_reboots_after_kill(tmp_path):
         sim.boot()
         sim.wait_ready()
         assert sim.boots == 2
+
+
+def test_ctrl_c_stops_a_long_run_within_a_second_and_the_bms_goes_on(tmp_path):
+    with SimDevice(flash=str(tmp_path / "flash")) as sim:
+        sim.wait_ready()
+        with Device(sim.port) as d:
+            t = d.t
+            t.exec_raw_no_follow("import bms\nbms.run(100000)")
+            time.sleep(1.0)                     # well into the run
+            t0 = time.time()
+            t.serial.write(b"\x03")
+            out, err = t.follow(timeout=10)
+            took = time.time() - t0
+            assert b"KeyboardInterrupt" in err, (out, err)
+            assert took < 1.0, took
+            a = d.eval("bms.status(False)['t_ms']")
+            assert 0 < a < 100000 * 1000
+            d.exec("bms.run(2)")
+            st = d.eval("bms.status(False)")
+            assert st["t_ms"] == a + 2000 and st["faults"] == [], st
+
+
+@pytest.mark.parametrize("arg", ["'ten'", "None", "float('nan')", "float('inf')", "-5"])
+def test_bad_run_arguments_get_one_sentence(tmp_path, arg):
+    with SimDevice(flash=str(tmp_path / "flash")) as sim:
+        sim.wait_ready()
+        with Device(sim.port) as d:
+            with pytest.raises(UserError) as e:
+                d.exec("import bms\nbms.run(%s)" % arg)
+            msg = str(e.value)
+            assert "run(seconds) takes a number of seconds" in msg, msg
+            assert "Traceback" not in msg, msg

@@ -135,7 +135,33 @@ class SimBoard:
         self.plant = None
         self.faults = {}
         self.soc = soc
+        self._stdin_poll = None
         self.set_calibration(cal)
+
+    def interrupted(self):
+        """True when Ctrl-C arrived on the console: the simulator's console is a raw pty,
+        which sends the byte, not SIGINT (other bytes typed meanwhile are dropped)."""
+        if self._stdin_poll is None:
+            try:
+                import select
+                import sys
+
+                self._stdin_poll = select.poll()
+                self._stdin_poll.register(sys.stdin, select.POLLIN)
+            except Exception:   # no pollable console (CPython under pytest): never
+                self._stdin_poll = False
+        if not self._stdin_poll:
+            return False
+        import sys
+
+        while self._stdin_poll.poll(0):
+            c = sys.stdin.read(1)
+            if c in ("\x03", b"\x03"):
+                return True
+            if not c:
+                self._stdin_poll = False   # end of input: nobody can type any more
+                return False
+        return False
 
     def _reader(self, k):
         def read():

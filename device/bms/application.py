@@ -304,11 +304,18 @@ class App:
             self.service(ticks_ms())
 
     def run_virtual(self, seconds):
-        """Simulated board: advance plant and BMS by `seconds` of virtual time."""
+        """Simulated board: advance plant and BMS by `seconds` of virtual time. Ctrl-C
+        stops it between two fast ticks (the BMS stays consistent)."""
         if self.sim is None:
             raise RuntimeError("run() advances virtual time on the simulated board only")
+        ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+        if not ok or not 0 <= seconds <= 1e7:   # also refuses NaN
+            raise ValueError("run(seconds) takes a number of seconds from 0 to 1e7, e.g. "
+                             "bms.run(60); got %r" % (seconds,))
         steps = int(seconds * 1000 / FAST_MS + 0.5)
-        for _ in range(steps):
+        for k in range(steps):
+            if k % 10 == 0 and self.sim.interrupted():
+                raise KeyboardInterrupt
             self.sim.advance(FAST_MS / 1000.0)
             self.service(self.now_ms + FAST_MS)
         return self.now_ms

@@ -184,7 +184,7 @@ class CellEstimator:
         # RLS on R0 uses the filter's RC states and the table R0 at this point.
         soc = self.x[ukf.SOC] / 100.0
         tc = self.x[ukf.TC]
-        model.lookup(self.p, soc, tc, self.tab)
+        model.lookup(self.p, soc, tc, self.tab, model.R0C + 1)  # OCV, R0, R0C: all it needs
         r0_tab = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
         eta = self.tab[model.OCV] - self.out[0]
         self.eta_mv = 1000.0 * (eta if eta >= 0.0 else -eta)
