@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PYBAMM_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: setup apt demo test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry \
+.PHONY: setup apt demo test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry bench-target \
         calibration firmware unix-port deploy clean
 
 setup: $(STAMP)
@@ -37,7 +37,7 @@ test: $(STAMP) apt firmware-test-builds
 	$(BIN)/ruff check host_tools device boards tests
 	$(BIN)/pytest
 
-bench: bench-accuracy bench-speed bench-telemetry
+bench: bench-accuracy bench-speed bench-telemetry bench-target
 
 bench-accuracy: $(STAMP)
 	$(BIN)/bms-host bench accuracy
@@ -49,6 +49,10 @@ bench-speed: $(STAMP) apt
 
 bench-telemetry: $(STAMP) apt
 	$(BIN)/bms-host bench telemetry
+
+# the application on the Pico firmware in rp2040js: tick times and heap, 1/4/16 cells
+bench-target: $(STAMP) apt
+	$(BIN)/bms-host bench target
 
 calibration: $(STAMP)
 	$(BIN)/bms-host synth --cell lgm50 --out data/lgm50

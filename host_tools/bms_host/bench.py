@@ -2,12 +2,13 @@
 import argparse
 import importlib
 
-HELP = "run a benchmark and print its table: speed, accuracy or telemetry"
+HELP = "run a benchmark and print its table: speed, accuracy, telemetry or target"
 
 BENCHES = {
     "speed": "bms_host.bench_speed",
     "accuracy": "bms_host.bench_accuracy",
     "telemetry": "bms_host.bench_telemetry",
+    "target": "bms_host.bench_target",
 }
 
 

@@ -166,12 +166,16 @@ def build_rp2():
         raise Unavailable("MPY_DIR=%s has no lib/pico-sdk: run `make -C ports/rp2 "
                           "submodules` in it" % mpy)
     mpy_cross(mpy)
-    if not (RP2_BUILD / "CMakeCache.txt").exists():  # configured once; make re-checks
-        _make(["cmake", "-S", str(mpy / "ports" / "rp2"), "-B", str(RP2_BUILD),
-               "-DMICROPY_BOARD=RPI_PICO", "-DPICO_BUILD_DOCS=0", "-DPICO_NO_PICOTOOL=1",
-               "-DUSER_C_MODULES=%s" % (NATIVE_DIR / "micropython.cmake"),
-               "-DULAB_DIR=%s" % ulab, "-DMICROPY_FROZEN_MANIFEST=%s" % RP2_MANIFEST],
-              "rp2-cmake")
+    port = mpy / "ports" / "rp2"
+    args = ["cmake", "-S", str(port), "-B", str(RP2_BUILD), "-DMICROPY_BOARD=RPI_PICO",
+            "-DPICO_BUILD_DOCS=0", "-DPICO_NO_PICOTOOL=1",
+            "-DUSER_C_MODULES=%s" % (NATIVE_DIR / "micropython.cmake"),
+            "-DULAB_DIR=%s" % ulab, "-DMICROPY_FROZEN_MANIFEST=%s" % RP2_MANIFEST]
+    # cmake runs once per set of sources; after that make alone re-checks
+    stamp = RP2_BUILD / ".configured"
+    if not stamp.exists() or stamp.read_text() != " ".join(args):
+        _make(args, "rp2-cmake")
+        stamp.write_text(" ".join(args))
     _make(["make", "-C", str(RP2_BUILD), "-j", JOBS], "rp2")
     return RP2_BUILD / "firmware.bin"
 
