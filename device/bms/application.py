@@ -291,7 +291,7 @@ class App:
             self._last_est = now_ms
             self.estimator_tick(now_ms)
             if self.tel is not None:
-                self.tel.tick(now_ms, self.status(False))
+                self.tel.tick(now_ms, self._quiet_status)
         if self.checkins["fast"] and self.checkins["estimator"]:
             if self.wdt is not None:
                 self.wdt.feed()
@@ -374,6 +374,9 @@ class App:
         if show:
             _print_status(d)
         return d
+
+    def _quiet_status(self):
+        return self.status(False)
 
     def faults(self):
         ev = self.log.events()

@@ -92,6 +92,21 @@ def test_one_record_per_period():
     assert tel.stats()["sent"] == 3
 
 
+def test_status_is_made_only_when_a_record_is_due():
+    # making the status of 16 cells costs ~50 ms on an RP2040: not every estimator tick
+    out = io.StringIO()
+    tel = telemetry.Telemetry("d1", period_s=5, out=out)
+    made = []
+
+    def make():
+        made.append(1)
+        return status(len(made))
+
+    for k in range(121):  # 12 s of 100 ms ticks
+        tel.tick(k * 100, make)
+    assert len(made) == 3 and len(out.getvalue().splitlines()) == 3
+
+
 def test_serial_off_prints_nothing():
     out = io.StringIO()
     tel = telemetry.Telemetry("d1", period_s=1, out=out, serial=False)
