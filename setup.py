@@ -17,7 +17,7 @@ def native(name, macros):
         sources=[f"{SRC}/ukf_core.c", f"{SRC}/sop_core.c", f"{SRC}/pybind_native.c"],
         include_dirs=[SRC],
         define_macros=macros,
-        depends=[f"{SRC}/ukf_core.h", f"{SRC}/sop_core.h"],
+        depends=[f"{SRC}/ukf_core.h", f"{SRC}/sop_core.h", f"{SRC}/bms_float.h"],
         extra_compile_args=CFLAGS,
     )
 

@@ -241,6 +241,50 @@ def test_make_picks_native_for_the_native_backend_and_agrees():
     w.assert_ok()
 
 
+@pytest.mark.parametrize("r0_slow", [1.0, 1.05, 0.9, 1.1, 1.1000001, 0.8999999, 1.3, 0.6,
+                                     float("nan")])
+@pytest.mark.parametrize("learned", ["none", "trusted", "uncertain"])
+def test_header_writes_what_r0_feed_and_capacity_ah_say(r0_slow, learned):
+    """_header writes r0_feed() and capacity_ah() out (it runs before every step and
+    SOP): the values it stores must stay the methods' own."""
+    cal = load(CALS[0])
+    est = estimator.CellEstimator(cal, backends.PythonBackend())
+    est.r0_slow = r0_slow
+    est.shift = 0.0123
+    c = est.cap
+    if learned != "none":
+        c.pairs = estimator.CAP_MIN_PAIRS
+        c.capacity_ah = 0.93 * est.nominal_ah
+        c.sigma_ah = (0.01 if learned == "trusted" else 0.05) * est.nominal_ah
+    est._header()
+    want = (est.r0_feed(), est.capacity_ah() * 3600.0, 0.0123)
+    got = (est.p[model.R0_SCALE], est.p[model.CAP_AS], est.p[model.SHIFT])
+    for g, w_ in zip(got, want, strict=True):
+        assert g == w_ or (g != g and w_ != w_), (got, want)
+    if learned == "trusted":
+        assert got[1] == c.capacity_ah * 3600.0
+
+
+def test_update_sop_is_the_native_call_on_the_written_header():
+    cal = load(CALS[0])
+    est = estimator.CellEstimator(cal, ukf_native.Backend())
+    assert isinstance(est.power, sop.Native)
+    est.init(0.4, 20.0)
+    est.x[ukf.V1] = 15.0
+    est.shift = 0.002
+    est.r0_slow = 1.2
+    est.update_sop(22.0)
+    got = (list(est.i_dis), list(est.i_chg))
+    est._header()
+    lim = array(bms_native.TYPECODE, sop.lim_vec(cal["limits"]))
+    lim[sop.LIM_TA] = 22.0
+    i_dis = array(bms_native.TYPECODE, [0.0] * len(sop.HORIZONS_S))
+    i_chg = array(bms_native.TYPECODE, [0.0] * len(sop.HORIZONS_S))
+    assert bms_native.sop(est.p, est.x, lim, i_dis, i_chg) == 0
+    assert got == (list(i_dis), list(i_chg))
+    assert est.p[model.R0_SCALE] == pytest.approx(est.r0_feed(), rel=1e-6)
+
+
 def test_a_module_without_sop_falls_back_to_python():
     class Old:
         TYPECODE = "f"

@@ -130,6 +130,7 @@ class Native:
     def __init__(self, lim, module):
         from array import array
         self.mod = module
+        self.sop = module.sop     # bound once: update is on the SOP tick's path
         tc = module.TYPECODE
         self.vec = array(tc, lim_vec(lim))
         n = len(HORIZONS_S)
@@ -137,8 +138,9 @@ class Native:
         self.i_chg = array(tc, [0.0] * n)
 
     def update(self, p, x, ta_c, tab=None):
-        self.vec[LIM_TA] = ta_c
-        return self.mod.sop(p, x, self.vec, self.i_dis, self.i_chg)
+        vec = self.vec
+        vec[LIM_TA] = ta_c
+        return self.sop(p, x, vec, self.i_dis, self.i_chg)
 
 
 def make(lim, backend):

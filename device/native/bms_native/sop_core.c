@@ -22,22 +22,16 @@
  *     kinetic heat) already leaves room: then the reference does not scale either;
  *   - divisions by the horizon, capacity, thermal determinant and r_eff become one
  *     reciprocal each (results differ from the reference by rounding only).
- * Otherwise expressions keep the reference's order of operations.
+ * Otherwise expressions keep the reference's order of operations. The hot paths' add,
+ * subtract and multiply are bms_float.h's f_add, f_sub, f_mul (f_madd: acc + a * b),
+ * its exp, log and square root BMS_EXP, BMS_LOG, BMS_SQRT: the plain C operators and
+ * libm, except in the RP2040 firmware, where they call the boot ROM directly (the same
+ * add, subtract and multiply results for finite operands; the ROM's exp and log differ
+ * from libm's in the last bit at times, ~1e-6 A here).
  */
 #include "sop_core.h"
 
-#include <math.h>
-#include <stdint.h>
-
-#ifdef BMS_REAL_DOUBLE
-#define SOP_EXP(v) exp(v)
-#define SOP_SQRT(v) sqrt(v)
-#define SOP_LOG(v) log(v)
-#else
-#define SOP_EXP(v) expf(v)
-#define SOP_SQRT(v) sqrtf(v)
-#define SOP_LOG(v) logf(v)
-#endif
+#include "bms_float.h"
 
 #define R(v) ((bms_real)(v))
 
@@ -70,18 +64,9 @@ typedef struct {
     bms_real a, b, c, d;
 } wts;
 
-/* Not NaN, not infinite. */
-static int finite_real(bms_real v) {
-#ifdef BMS_REAL_DOUBLE
-    return v - v == 0.0;
-#else
-    union {
-        float f;
-        uint32_t u;
-    } c;
-    c.f = v;
-    return (c.u & 0x7f800000UL) != 0x7f800000UL;   /* exponent all ones: inf or NaN */
-#endif
+/* Not NaN, not infinite (on the bits: no float compare). */
+BMS_BITS_FN int finite_real(bms_real v) {
+    return mag_bits(v) < INF_BITS;
 }
 
 /* Ordered comparisons in the hot paths. On a core without an FPU (ARMv6-M: the RP2040)
@@ -90,18 +75,10 @@ static int finite_real(bms_real v) {
  * instructions. A NaN orders arbitrarily there, but a NaN also makes the result
  * non-finite, which bms_sop turns into no current and an error status. */
 #if !defined(BMS_REAL_DOUBLE) && defined(__ARM_ARCH_6M__)
-static inline int32_t ord(float v) {
-    union {
-        float f;
-        int32_t i;
-    } c;
-    c.f = v;
-    return c.i >= 0 ? c.i : (int32_t)(0x80000000UL - (uint32_t)c.i);
-}
-#define LT(a, b) (ord(a) < ord(b))
-#define LE(a, b) (ord(a) <= ord(b))
-#define POS(a) (ord(a) > 0)          /* a > 0 */
-#define NONNEG(a) (ord(a) >= 0)      /* a >= 0 */
+#define LT(a, b) (order_key(a) < order_key(b))
+#define LE(a, b) (order_key(a) <= order_key(b))
+#define POS(a) (order_key(a) > 0)          /* a > 0 */
+#define NONNEG(a) (order_key(a) >= 0)      /* a >= 0 */
 #else
 #define LT(a, b) ((a) < (b))
 #define LE(a, b) ((a) <= (b))
@@ -153,26 +130,29 @@ static void bracket(const bms_real *g, int n, bms_real v, int hint, bms_real inv
         }
     }
     g0 = g[j];
-    o->w = inv != R(0.0) ? (v - g0) * inv : (v - g0) / (g[j + 1] - g0);
+    o->w = mag_bits(inv) != 0 ? f_mul(f_sub(v, g0), inv)            /* inv != 0 */
+                              : f_sub(v, g0) / f_sub(g[j + 1], g0);
     o->j = j;
     o->j1 = j + 1;
 }
 
 static void weights(const grid *m, const brk *s, const brk *t, wts *o) {
-    bms_real ws = s->w, wt = t->w;
+    bms_real ws = s->w, wt = t->w, ws1 = f_sub(R(1.0), ws), wt1 = f_sub(R(1.0), wt);
     o->r00 = t->j * m->ns + s->j;
     o->r01 = t->j * m->ns + s->j1;
     o->r10 = t->j1 * m->ns + s->j;
     o->r11 = t->j1 * m->ns + s->j1;
-    o->a = (R(1.0) - ws) * (R(1.0) - wt);
-    o->b = ws * (R(1.0) - wt);
-    o->c = (R(1.0) - ws) * wt;
-    o->d = ws * wt;
+    o->a = f_mul(ws1, wt1);
+    o->b = f_mul(ws, wt1);
+    o->c = f_mul(ws1, wt);
+    o->d = f_mul(ws, wt);
 }
 
 static bms_real interp(const grid *m, int k, const wts *o) {
     const bms_real *t = m->t + k * m->nn;
-    return o->a * t[o->r00] + o->b * t[o->r01] + o->c * t[o->r10] + o->d * t[o->r11];
+    /* a t00 + b t01 + c t10 + d t11, summed left to right */
+    return f_madd(f_madd(f_madd(f_mul(o->a, t[o->r00]), o->b, t[o->r01]), o->c, t[o->r10]),
+                  o->d, t[o->r11]);
 }
 
 /* The OCV past the grid's top: v (the clamped value at soc) continued with the mean slope
@@ -180,13 +160,14 @@ static bms_real interp(const grid *m, int k, const wts *o) {
 static bms_real ocv_extend(const grid *m, bms_real soc, const brk *tb, bms_real v) {
     if (m->ns > 1 && LT(m->sg[m->ns - 1], soc)) {
         bms_real top = m->sg[m->ns - 1], v_lo;
-        bms_real span = top - m->sg[0] < OCV_TOP_SPAN ? top - m->sg[0] : OCV_TOP_SPAN;
+        bms_real span = f_sub(top, m->sg[0]);
+        span = LT(span, OCV_TOP_SPAN) ? span : OCV_TOP_SPAN;
         brk b2;
         wts w;
-        bracket(m->sg, m->ns, top - span, -1, R(0.0), &b2);
+        bracket(m->sg, m->ns, f_sub(top, span), -1, R(0.0), &b2);
         weights(m, &b2, tb, &w);
         v_lo = interp(m, T_OCV, &w);
-        v = v + (v - v_lo) * (soc - top) / span;
+        v = f_add(v, f_mul(f_sub(v, v_lo), f_sub(soc, top)) / span);
     }
     return v;
 }
@@ -202,9 +183,9 @@ static bms_real ocv_at(const grid *m, bms_real soc, const brk *tb, int hint, bms
        (the bilinear value, with fewer multiplies than the weights of interp) */
     r0 = m->t + T_OCV * m->nn + tb->j * m->ns;
     r1 = m->t + T_OCV * m->nn + tb->j1 * m->ns;
-    v0 = r0[sb.j] + sb.w * (r0[sb.j1] - r0[sb.j]);
-    v1 = r1[sb.j] + sb.w * (r1[sb.j1] - r1[sb.j]);
-    return ocv_extend(m, soc, tb, v0 + tb->w * (v1 - v0));
+    v0 = f_madd(r0[sb.j], sb.w, f_sub(r0[sb.j1], r0[sb.j]));
+    v1 = f_madd(r1[sb.j], sb.w, f_sub(r1[sb.j1], r1[sb.j]));
+    return ocv_extend(m, soc, tb, f_madd(v0, tb->w, f_sub(v1, v0)));
 }
 
 /* model.kinetic_v at x = i_a / (2 i0), kbt = KIN_B (tc + 273.15). For |x| < 1e-3 the series
@@ -212,14 +193,14 @@ static bms_real ocv_at(const grid *m, bms_real soc, const brk *tb, int hint, bms
  * calibrations without i0 (1e6 A) land in it: no logarithm, no square root. */
 static bms_real kinetic_x(bms_real x, bms_real kbt) {
     int neg = !NONNEG(x);
-    bms_real ax = neg ? -x : x;
+    bms_real ax = neg ? negated(x) : x;
     bms_real eta;
     if (LT(ax, R(1e-3))) {
-        eta = ax - ax * ax * ax / R(6.0);
+        eta = f_sub(ax, f_mul(f_mul(ax, ax), ax) / R(6.0));
     } else {
-        eta = SOP_LOG(ax + SOP_SQRT(ax * ax + R(1.0)));
+        eta = BMS_LOG(f_add(ax, BMS_SQRT(f_add(f_mul(ax, ax), R(1.0)))));
     }
-    return kbt * (neg ? -eta : eta);
+    return f_mul(kbt, neg ? negated(eta) : eta);
 }
 
 /* What one horizon shares between the directions. */
@@ -266,7 +247,8 @@ typedef struct {
 /* The heat (W) of model.step at current i_a (direction dr) from the present state:
  * i (ro i + k1 v1 + eta(i)) + k2 i v2, the two RC terms summed once. */
 static bms_real heat_w(const shared *s, const direction *dr, bms_real i_a) {
-    return i_a * (dr->ro * i_a + s->kv + kinetic_x(i_a * s->inv_2i0, s->kbt));
+    return f_mul(i_a, f_add(f_add(f_mul(dr->ro, i_a), s->kv),
+                            kinetic_x(f_mul(i_a, s->inv_2i0), s->kbt)));
 }
 
 /* sop._predict's voltage: model.step over h at i_a, then model.voltage with the shift
@@ -277,23 +259,24 @@ static bms_real predict_v(const shared *s, const horizon *h, const direction *dr
     bms_real rc, soc, tc, r0, eta, ocv;
     brk sb, tb;
     wts w;
-    rc = h->rc0 + rr12 * i_a;                 /* v1 + v2 after the step */
-    soc = s->soc - i_a * h->t_cap;
-    tc = h->tc0 + heat_w(s, dr, i_a) * h->a22_det;      /* linear in the heat */
+    rc = f_madd(h->rc0, rr12, i_a);                    /* v1 + v2 after the step */
+    soc = f_sub(s->soc, f_mul(i_a, h->t_cap));
+    tc = f_madd(h->tc0, heat_w(s, dr, i_a), h->a22_det);   /* linear in the heat */
     /* model.voltage at the new state: R0 or R0c, i0 and the OCV at soc - shift */
     bracket(s->m.tg, s->m.nt, tc, s->tb.j, s->inv_dt, &tb);
     bracket(s->m.sg, s->m.ns, soc, s->sb.j, s->inv_ds, &sb);
     weights(&s->m, &sb, &tb, &w);
-    r0 = interp(&s->m, dr->chg ? T_R0C : T_R0, &w) * p[R0_SCALE];
-    eta = kinetic_x(i_a / (R(2.0) * interp(&s->m, T_I0, &w)), KIN_B * (tc + R(273.15)));
+    r0 = f_mul(interp(&s->m, dr->chg ? T_R0C : T_R0, &w), p[R0_SCALE]);
+    eta = kinetic_x(i_a / f_mul(R(2.0), interp(&s->m, T_I0, &w)),
+                    f_mul(KIN_B, f_add(tc, R(273.15))));
     if (!dr->shift) {
         ocv = ocv_extend(&s->m, soc, &tb, interp(&s->m, T_OCV, &w));
     } else {
         /* model.shift_ahead at i_a: as d + (1 - as) g f i_a */
-        ocv = ocv_at(&s->m, soc - (h->asd + g_h * i_a), &tb, sb.j,
+        ocv = ocv_at(&s->m, f_sub(soc, f_madd(h->asd, g_h, i_a)), &tb, sb.j,
                      sb.j == s->sb.j ? s->inv_ds : R(0.0));
     }
-    return ocv - rc - r0 * i_a - eta;
+    return f_sub(f_sub(f_sub(ocv, rc), f_mul(r0, i_a)), eta);
 }
 
 /* sop._limit: the largest current magnitude in direction dr. Here every quantity that
@@ -302,49 +285,49 @@ static bms_real limit(const shared *s, const horizon *h, const direction *dr,
                       bms_real v_lim, bms_real soc_lim, bms_real i_rated,
                       bms_real t_core_max) {
     bms_real rr12, g_h, r_eff, inv_r, i, ia, v, err, i_soc;
-    rr12 = h->rr1 + dr->r2 * (R(1.0) - h->a2);
+    rr12 = f_madd(h->rr1, dr->r2, f_sub(R(1.0), h->a2));
     /* sign * (shift_ahead(sign) - d0) = (1 - as) g f */
-    g_h = dr->shift ? (R(1.0) - h->as) * dr->gf : R(0.0);
-    r_eff = dr->r0 + rr12 + s->slope * (h->t_cap + g_h);
+    g_h = dr->shift ? f_mul(f_sub(R(1.0), h->as), dr->gf) : R(0.0);
+    r_eff = f_madd(f_add(dr->r0, rr12), s->slope, f_add(h->t_cap, g_h));
     if (!POS(r_eff)) {
         return R(0.0);
     }
     /* the SOC window caps i at i_soc: none left, no current (as the reference ends) */
-    i_soc = (s->soc - soc_lim) * h->cap_t;
-    i_soc = dr->chg ? -i_soc : i_soc;
+    i_soc = f_mul(f_sub(s->soc, soc_lim), h->cap_t);
+    i_soc = dr->chg ? negated(i_soc) : i_soc;
     if (!POS(i_soc)) {
         return R(0.0);
     }
     inv_r = R(1.0) / r_eff;
-    i = (h->ocv0 - h->rc0 - v_lim) * inv_r;
-    i = dr->chg ? -i : i;
+    i = f_mul(f_sub(f_sub(h->ocv0, h->rc0), v_lim), inv_r);
+    i = dr->chg ? negated(i) : i;
     if (!POS(i)) {
         return R(0.0);
     }
     i = LT(i, i_rated) ? i : i_rated;
     /* one correction with the full model */
-    ia = dr->chg ? -i : i;
+    ia = dr->chg ? negated(i) : i;
     v = predict_v(s, h, dr, ia, rr12, g_h);
-    err = v - v_lim;
-    err = dr->chg ? -err : err;
-    i = i + err * inv_r;
+    err = f_sub(v, v_lim);
+    err = dr->chg ? negated(err) : err;
+    i = f_madd(i, err, inv_r);
     if (LT(i_soc, i)) {
         i = i_soc;
     }
     /* core temperature: the rise grows as I^2, scaled to the room left */
-    if (t_core_max == t_core_max && POS(i)) {
-        bms_real room = t_core_max - h->tc0, q_ub;
+    if (!is_nan(t_core_max) && POS(i)) {
+        bms_real room = f_sub(t_core_max, h->tc0), q_ub;
         if (!POS(room)) {
             return R(0.0);
         }
-        ia = dr->chg ? -i : i;
+        ia = dr->chg ? negated(i) : i;
         /* i eta(i) <= KIN_B T i^2 / (2 i0), as 0 <= asinh(x) <= x for x >= 0: when that
            heat leaves room, the exact one does too and the reference does not scale */
-        q_ub = (ia * ia) * dr->ro_k + ia * s->kv;
-        if (!(POS(s->kin_ub) && LE(q_ub * h->a22_det, room * R(0.999)))) {
-            bms_real rise = heat_w(s, dr, ia) * h->a22_det;
+        q_ub = f_madd(f_mul(f_mul(ia, ia), dr->ro_k), ia, s->kv);
+        if (!(POS(s->kin_ub) && LE(f_mul(q_ub, h->a22_det), f_mul(room, R(0.999))))) {
+            bms_real rise = f_mul(heat_w(s, dr, ia), h->a22_det);
             if (LT(room, rise)) {
-                i = i * SOP_SQRT(room / rise);
+                i = f_mul(i, BMS_SQRT(room / rise));
             }
         }
     }
@@ -374,17 +357,17 @@ static void decays(const bms_real *hz, const int *pw, int nh, bms_real tau, bms_
         if (pw[k] > 0) {
             bms_real b = out[k - 1], r;
             for (n = pw[k]; !(n & 1); n >>= 1) {
-                b *= b;
+                b = f_mul(b, b);
             }
             for (r = b, n >>= 1; n > 0; n >>= 1) {   /* square and multiply */
-                b *= b;
+                b = f_mul(b, b);
                 if (n & 1) {
-                    r *= b;
+                    r = f_mul(r, b);
                 }
             }
             out[k] = r;
         } else {
-            out[k] = SOP_EXP(-hz[k] / tau);
+            out[k] = BMS_EXP(negated(hz[k]) / tau);
         }
     }
 }
@@ -461,7 +444,7 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
     s.slope = (ocv_at(&s.m, hi, &s.tb, s.sb.j, s.inv_ds)
                - ocv_at(&s.m, lo, &s.tb, s.sb.j, s.inv_ds)) / (hi - lo);
     /* diffusion (model.shift_ahead) and thermal (model.step) constants */
-    s.f = SOP_EXP(p[SHIFT_E] * (R(1.0) / (s.tc + R(273.15)) - R(1.0) / R(298.15)));
+    s.f = BMS_EXP(p[SHIFT_E] * (R(1.0) / (s.tc + R(273.15)) - R(1.0) / R(298.15)));
     inv_cap = R(1.0) / p[CAP_AS];
     g1 = R(1.0) / p[R_CS];
     g2 = R(1.0) / p[R_SA];
@@ -487,26 +470,28 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
             continue;
         }
         inv_t = R(1.0) / h.T;
-        h.t_cap = h.T * inv_cap;
-        h.cap_t = p[CAP_AS] * inv_t;
+        h.t_cap = f_mul(h.T, inv_cap);
+        h.cap_t = f_mul(p[CAP_AS], inv_t);
         h.a1 = a1[k];
         h.a2 = a2[k];
-        h.rr1 = s.tab[T_R1] * (R(1.0) - h.a1);
+        h.rr1 = f_mul(s.tab[T_R1], f_sub(R(1.0), h.a1));
         h.as = as[k];
-        h.asd = h.as * s.d;
+        h.asd = f_mul(h.as, s.d);
         /* the shift after T at zero current (its gain: the discharge one, as i >= 0) */
         h.d0 = dis.shift ? h.asd : R(0.0);
         h.ocv0 = h.d0 == R(0.0) ? s.tab[T_OCV]
-                                : ocv_at(&s.m, s.soc - h.d0, &s.tb, s.sb.j, s.inv_ds);
-        h.rc0 = s.v1 * h.a1 + s.v2 * h.a2;
+                                : ocv_at(&s.m, f_sub(s.soc, h.d0), &s.tb, s.sb.j, s.inv_ds);
+        h.rc0 = f_madd(f_mul(s.v1, h.a1), s.v2, h.a2);
         /* model.step's backward Euler: T_core = ((kc tc + heat) a22 + g1 b2) / det */
-        kc = p[C_CORE] * inv_t;
-        ks = p[C_SURF] * inv_t;
-        a11 = kc + g1;
-        a22 = ks + g1 + g2;
-        inv_det = R(1.0) / (a11 * a22 - g1 * g1);
-        h.a22_det = a22 * inv_det;
-        h.tc0 = ((kc * s.tc) * a22 + g1 * (ks * s.ts + g2 * lim[BMS_SOP_TA])) * inv_det;
+        kc = f_mul(p[C_CORE], inv_t);
+        ks = f_mul(p[C_SURF], inv_t);
+        a11 = f_add(kc, g1);
+        a22 = f_add(f_add(ks, g1), g2);
+        inv_det = R(1.0) / f_sub(f_mul(a11, a22), f_mul(g1, g1));
+        h.a22_det = f_mul(a22, inv_det);
+        /* ((kc tc) a22 + g1 (ks ts + g2 ta)) / det */
+        h.tc0 = f_mul(f_madd(f_mul(f_mul(kc, s.tc), a22), g1,
+                             f_madd(f_mul(ks, s.ts), g2, lim[BMS_SOP_TA])), inv_det);
         i_dis[k] = limit(&s, &h, &dis, lim[BMS_SOP_V_MIN], lim[BMS_SOP_SOC_MIN],
                          lim[BMS_SOP_I_DIS], t_core_max);
         if (charge) {
