@@ -20,8 +20,18 @@ def test_package_json_is_current():
 
 
 def test_board_manifests_name_existing_files():
-    for board in ("pico", "esp32"):
+    for board in ("pico", "esp32", "qemu"):
         text = (ROOT / "boards" / board / "manifest.py").read_text()
         for name in re.findall(r'module\("([^"]+)"\)', text):
             assert (ROOT / "boards" / board / name).exists(), name
-        assert 'package("bms"' in text
+        # every firmware freezes the same device code
+        assert 'include("../device_manifest.py")' in text, board
+    text = (ROOT / "boards" / "device_manifest.py").read_text()
+    assert 'package("bms", base_path="../device")' in text
+    files = re.search(r'package\("drivers", files=\(([^)]*)\)', text).group(1)
+    names = re.findall(r'"([^"]+)"', files)
+    assert "sim_i2c.py" not in names          # host only: never on a board
+    for name in names:
+        assert (ROOT / "boards" / "drivers" / name).exists(), name
+    on_disk = {f.name for f in (ROOT / "boards" / "drivers").glob("*.py")}
+    assert on_disk - set(names) == {"sim_i2c.py"}, on_disk - set(names)
