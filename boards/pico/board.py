@@ -45,8 +45,16 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
     make_board() passes machine's, tests pass simulated ones."""
     c, p = settings(config, pins)
     taps, scan = assemble.ads_taps(i2c, c, c["series_cells"])
-    return assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
-                          assemble.ntcs(read_u16s, c), "pico", scan)
+    b = assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
+                       assemble.ntcs(read_u16s, c), "pico", scan)
+    # the taps' scan is pipelined over fast ticks (ads1115.TapBank); read them in one call
+    bank = taps[0].bank
+    b.tap_read = bank.read_into
+    # no blocking first scan: the sensors stamp no sample until every tap has a reading
+    # (the first four fast ticks at 16 cells, FETs open meanwhile as at any boot)
+    bank.blocking_first = False
+    b.tap_ready = bank.ready
+    return b
 
 
 def make_board(config=None, pins=None):

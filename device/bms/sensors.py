@@ -20,6 +20,9 @@ DEFAULTS = {
     "temp_max_c": 125.0,
     "stuck_n": 500,          # 5 s at a 10 ms tick; 0 disables stuck detection
     "stuck_flow_a": 0.5,     # the current channel is only judged stuck above this
+    # a cell reading open or out of range is believed after this many samples in a row
+    # (more than one sweep of a pipelined tap scan: 4 fast ticks at 16 cells)
+    "implausible_hold_n": 5,
     # A temperature barely moves at rest: one sensor's 1-LSB step next to another's
     # steady reading is not a stuck sensor (it tripped a 16-cell pack at rest).
     "stuck_move_c": 1.0,
@@ -69,7 +72,17 @@ class Board:
                                  "temperature sensors" % (t, len(temps)))
         self.current = current
         self.taps = list(taps)
-        self.tap_scan = tap_scan   # called once per sample before the taps are read
+        # called once per sample before the taps are read; it may refresh only some taps
+        # per call (a pipelined scan: drivers.ads1115.TapBank refreshes a 16-cell pack's
+        # taps over four calls, so a cell voltage is up to ~40 ms old at a 10 ms tick)
+        self.tap_scan = tap_scan
+        # optional: tap_read(tap_v, tap_st) fills every tap's voltage and status (OK, or
+        # MISSING with NaN) in one call, instead of one read_v() per tap
+        self.tap_read = None
+        # optional: tap_ready() is False until every tap has a first reading (a pipelined
+        # scan fills them over its first ticks); until then no sample is stamped, so
+        # protection holds the FETs open with NO_DATA instead of seeing taps missing
+        self.tap_ready = None
         self.temps = list(temps)
         self.cell_temp = bytes(cell_temp)
         self.stacked = stacked
@@ -135,6 +148,7 @@ class Sensors:
         self._tap_st = bytearray(n)
         self._last_v = array("f", [0.0] * n)
         self._rep_v = array("H", [0] * n)
+        self._odd_v = array("H", [0] * n)   # samples in a row a cell read open/out of range
         self._last_t = array("f", [0.0] * m)
         self._rep_t = array("H", [0] * m)
         # the others' readings when channel k's run of identical readings began
@@ -148,6 +162,10 @@ class Sensors:
         self._cells(s)
         self._current(s)
         self._temps(s)
+        if s.t_ms is None and self.board.tap_ready is not None \
+                and not self.board.tap_ready():
+            s.seq += 1
+            return s   # the first taps still converting: no data yet (t_ms None)
         s.t_ms = now_ms
         s.seq += 1
         return s
@@ -182,34 +200,62 @@ class Sensors:
 
     def _cells(self, s):
         cfg = self.cfg
-        taps, tv, ts = self.board.taps, self._tap_v, self._tap_st
+        board = self.board
+        taps, tv, ts = board.taps, self._tap_v, self._tap_st
         n = len(taps)
-        if self.board.tap_scan is not None:
-            self.board.tap_scan()
-        for k in range(n):
-            try:
-                v = taps[k].read_v()
-                ts[k] = OK if v == v else NAN
-            except OSError:
-                v = _NAN_F
-                ts[k] = MISSING
-            tv[k] = v
-        stacked = self.board.stacked
+        if board.tap_scan is not None:
+            board.tap_scan()
+        if board.tap_read is not None:
+            board.tap_read(tv, ts)
+            for k in range(n):
+                if ts[k] == OK:
+                    v = tv[k]
+                    if v != v:
+                        ts[k] = NAN
+        else:
+            for k in range(n):
+                try:
+                    v = taps[k].read_v()
+                    ts[k] = OK if v == v else NAN
+                except OSError:
+                    v = _NAN_F
+                    ts[k] = MISSING
+                tv[k] = v
+        stacked = board.stacked
         cv, cst, last, rep = s.cell_v, s.cell_st, self._last_v, self._rep_v
         lo, hi = cfg["cell_open_v"], cfg["cell_max_v"]
+        odd, hold = self._odd_v, cfg["implausible_hold_n"]
+        below = 0.0       # the tap below cell k (stacked), and its status
+        below_st = OK
         for k in range(n):
             st = ts[k]
-            if stacked and k:
-                st = st or ts[k - 1]
-                cv[k] = tv[k] - tv[k - 1]
+            t = tv[k]
+            if stacked:
+                if k:
+                    cv[k] = t - below
+                    if below_st:
+                        st = below_st if not st else st
+                else:
+                    cv[k] = t
+                below = t
+                below_st = ts[k]
             else:
-                cv[k] = tv[k]
+                cv[k] = t
             v = cv[k]
             if st == OK:
                 if v < lo:
                     st = OPEN
                 elif v > hi:
                     st = RANGE
+                if st and last[k] and odd[k] < hold:
+                    # A pipelined scan reads a cell's two taps up to 30 ms apart: across a
+                    # load step the difference can look open or out of range for up to a
+                    # sweep. The last good value stands until it lasts longer than that.
+                    odd[k] += 1
+                    cv[k] = last[k]
+                    cst[k] = OK
+                    continue
+            odd[k] = 0
             if st == OK:
                 if v == last[k]:
                     if rep[k] < _REP_MAX:
@@ -221,7 +267,7 @@ class Sensors:
                 rep[k] = 0
             cst[k] = st
         n_stuck = cfg["stuck_n"]
-        if n_stuck:
+        if n_stuck and max(rep) >= n_stuck:
             for k in range(n):
                 if cst[k] == OK and rep[k] >= n_stuck and _stuck(rep, cst, k, n_stuck):
                     cst[k] = STUCK

@@ -271,23 +271,24 @@ def test_ads1115_tap_bank_converts_the_chips_in_parallel():
         sims[k // 4].set_input_v(k % 4, 3.7 * (k + 1) / ratios[k] + 0.001 * k)
     bank = ads1115.TapBank(adcs, ratios)
     bus.log = []
-    bank.scan()
+    bank.scan_all()
     # four rounds; in each, every chip's conversion starts before any result is read
     starts = [e for e in bus.log if e == ("w", e[1], 0x01)]
     assert len(starts) == n and sum(s.conversions for s in sims) == n
     first_read = bus.log.index(("r", 0x48, 0x00))
     assert [e[1] for e in bus.log[:first_read] if e[0] == "w"] == [0x48, 0x49, 0x4A]
-    # the same voltages as reading tap by tap
+    # the same voltages as reading tap by tap (the bank scales by one product, made once)
     one_by_one = [ads1115.Tap(adcs[k // 4], k % 4, ratios[k]).read_v() for k in range(n)]
-    assert [t.read_v() for t in bank.taps] == one_by_one
+    assert all(abs(bank.taps[k].read_v() - one_by_one[k]) < 1e-5 * (1 + abs(one_by_one[k]))
+               for k in range(n))
     assert abs(bank.taps[9].read_v() - 37.0 - 0.009 * ratios[9]) < 4 * adcs[2].lsb_v * ratios[9]
     # a chip that stops answering fails its own taps only, and comes back
     bus.unplug(0x49)
-    bank.scan()
+    bank.scan_all()
     assert [_raises_oserror(t.read_v) is not None for t in bank.taps] == \
         [False] * 4 + [True] * 4 + [False] * 2
     bus.plug(0x49)
-    bank.scan()
+    bank.scan_all()
     assert all(_raises_oserror(t.read_v) is None for t in bank.taps)
 
 
@@ -299,3 +300,94 @@ def test_ads1115_tap_bank_needs_enough_chips():
     except ValueError as e:
         msg = str(e)
     assert "5 taps need 2 chips" in msg
+
+
+def _pipeline_rig(n):
+    bus = _LogBus()
+    sims = [bus.add(sim_i2c.SimADS1115(0x48 + j)) for j in range((n + 3) // 4)]
+    adcs = [ads1115.ADS1115(bus, 0x48 + j) for j in range(len(sims))]
+    ratios = [(k + 1) * 4.5 / 4.0 for k in range(n)]
+    bank = ads1115.TapBank(adcs, ratios)
+    bank.wait_us = 0      # scans a fast tick apart: every conversion is long done
+
+    def set_taps(v):
+        for k in range(n):
+            sims[k // 4].set_input_v(k % 4, v * (k + 1) / ratios[k])
+    return bus, sims, bank, set_taps
+
+
+def test_ads1115_tap_bank_pipeline_refreshes_every_tap_within_four_scans():
+    bus, sims, bank, set_taps = _pipeline_rig(16)
+    set_taps(3.7)
+    bank.scan()                     # the first scan converts every tap (and waits)
+    assert all(abs(bank.taps[k].read_v() - 3.7 * (k + 1)) < 0.01 for k in range(16))
+    set_taps(4.0)
+    bus.log = []
+    bank.scan()                     # reads input 0, converted before the change
+    # no waiting: the previous scan's results read, the next input started, per chip
+    assert sorted(e[0] for e in bus.log) == ["r"] * 4 + ["w"] * 4
+    assert [e for e in bus.log if e[0] == "r"] == [("r", 0x48 + j, 0x00) for j in range(4)]
+    fresh = set()
+    for tick in range(4):
+        bank.scan()
+        now = set(k for k in range(16) if abs(bank.taps[k].read_v() - 4.0 * (k + 1)) < 0.01)
+        # each scan reads the input the scan before started: one tap per chip
+        assert fresh <= now and now - fresh == set(4 * j + (tick + 1) % 4 for j in range(4))
+        fresh = now
+    assert len(fresh) == 16
+
+
+def test_ads1115_tap_bank_pipeline_each_tap_within_five_scans_of_a_change():
+    # A tap is read every 4 scans; a conversion runs from one scan to the next, so a
+    # change shows on every tap within 5 scans of it (50 ms at a 10 ms tick).
+    bus, sims, bank, set_taps = _pipeline_rig(16)
+    set_taps(3.7)
+    bank.scan()
+    for start in range(4):          # a change at any point of the cycle
+        v = 3.8 + 0.05 * start
+        set_taps(v)
+        for _ in range(5):
+            bank.scan()
+        assert all(abs(bank.taps[k].read_v() - v * (k + 1)) < 0.01 for k in range(16))
+        bank.scan()
+
+
+def test_ads1115_tap_bank_pipeline_unplugged_chip_fails_its_taps_at_once():
+    bus, sims, bank, set_taps = _pipeline_rig(16)
+    set_taps(3.7)
+    bank.scan()
+    bank.scan()
+    bus.unplug(0x4A)
+    bank.scan()
+    assert [_raises_oserror(t.read_v) is not None for t in bank.taps] == \
+        [False] * 8 + [True] * 4 + [False] * 4
+    for _ in range(6):
+        bank.scan()
+        assert all(_raises_oserror(bank.taps[k].read_v) is not None for k in range(8, 12))
+    bus.plug(0x4A)
+    for _ in range(5):
+        bank.scan()
+    assert all(_raises_oserror(t.read_v) is None for t in bank.taps)
+
+
+def test_ads1115_tap_bank_pipeline_one_tap_and_a_part_chip():
+    for n in (1, 3, 6):
+        bus, sims, bank, set_taps = _pipeline_rig(n)
+        set_taps(3.6)
+        bank.scan()
+        set_taps(3.9)
+        for _ in range(min(n, 4) + 1):      # one input per chip and scan
+            bank.scan()
+        assert all(abs(bank.taps[k].read_v() - 3.9 * (k + 1)) < 0.01 for k in range(n))
+        # only inputs that carry a tap are converted
+        assert all(s.conversions <= 4 + 2 * (min(n, 4) + 1) for s in sims)
+
+
+def test_ads1115_tap_bank_waits_when_scanned_again_within_a_conversion():
+    bus, sims, bank, set_taps = _pipeline_rig(4)
+    bank.scan()
+    bank.wait_us = 10 ** 9          # the next scan comes before a conversion can be done
+    bus.log = []
+    bank.scan()
+    assert ("r", 0x48, 0x01) in bus.log      # the OS bit checked before the result is read
+    assert bus.log.index(("r", 0x48, 0x01)) < bus.log.index(("r", 0x48, 0x00))
