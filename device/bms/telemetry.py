@@ -39,7 +39,8 @@ FIELDS = ("cells", "v", "temp_c", "i_a", "soc", "soc_sigma", "soc_pack", "soh", 
 def _round(x):
     # 6 decimals: 1 uV, 1 uA, 1 micro-ohm; keeps the JSON short and the same on float32
     if isinstance(x, float):
-        return round(x, 6)
+        # NaN/inf (a missing sensor, a cell not read yet) is not JSON: null
+        return round(x, 6) if -1e30 < x < 1e30 else None
     if isinstance(x, list) or isinstance(x, tuple):
         return [_round(v) for v in x]
     return x

@@ -92,6 +92,17 @@ def test_one_record_per_period():
     assert tel.stats()["sent"] == 3
 
 
+def test_nan_and_inf_become_null_so_the_record_stays_json():
+    st = status(0)
+    st["i_a"] = float("nan")
+    st["v"] = [3.7, float("inf"), float("-inf")]
+    rec = telemetry.make_record(st, "d1", 1, 0)
+    assert rec["i_a"] is None and rec["v"] == [3.7, None, None], rec
+    line = json.dumps(rec)
+    assert "nan" not in line.lower() and "inf" not in line.lower(), line
+    assert json.loads(line)["v"][1] is None
+
+
 def test_status_is_made_only_when_a_record_is_due():
     # making the status of 16 cells costs ~50 ms on an RP2040: not every estimator tick
     out = io.StringIO()
