@@ -25,8 +25,8 @@ FAST_MS = 10
 EST_MS = 100
 # Without a fixed cells_per_tick, an estimator tick steps cells round-robin until this
 # much of it is spent (at least one cell): the tick stays short on any board and backend,
-# and the fast tick that waits behind it stays on time. With SOP, balancing and the odd
-# collection a 16-cell Pico tick then averages under 50 ms, each cell stepped every 0.4 s.
+# and the fast tick that waits behind it stays on time (a 16-cell Pico: 3-4 cells of ~4 ms
+# per tick, each cell stepped every 0.4 s; see the README's table).
 EST_BUDGET_US = 18000
 FAULTLOG_PATH = "faults.json"
 EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
