@@ -47,18 +47,10 @@ static bms_real *real_buf(mp_obj_t obj, const char *name, size_t n, mp_uint_t fl
     return (bms_real *)bi.buf;
 }
 
-static mp_obj_t bms_native_ukf_step(size_t n_args, const mp_obj_t *args) {
-    size_t len, n_p, expected = 0;
-    int reason, status;
-    (void)n_args;
-    bms_real *x = real_buf(args[0], "x", BMS_NX, MP_BUFFER_RW, &len);
-    bms_real *P = real_buf(args[1], "P", BMS_NX * BMS_NX, MP_BUFFER_RW, &len);
-    const bms_real *p = real_buf(args[2], "params", 0, MP_BUFFER_READ, &n_p);
-    bms_real *cfg = real_buf(args[3], "cfg", BMS_CFG_SIZE, MP_BUFFER_RW, &len);
-    const bms_real *u = real_buf(args[4], "u", BMS_U_SIZE, MP_BUFFER_READ, &len);
-    bms_real *out = real_buf(args[5], "out", BMS_OUT_SIZE, MP_BUFFER_RW, &len);
-
-    reason = bms_params_check(p, n_p, &expected);
+/* bms_params_check as a MicroPython ValueError (raised: does not return). */
+static void check_params(const bms_real *p, size_t n_p) {
+    size_t expected = 0;
+    int reason = bms_params_check(p, n_p, &expected);
     if (reason == BMS_PARAMS_LENGTH) {
         mp_raise_msg_varg(&mp_type_ValueError,
             MP_ERROR_TEXT("bad params: %s (got %u values, header needs %u)"),
@@ -67,6 +59,20 @@ static mp_obj_t bms_native_ukf_step(size_t n_args, const mp_obj_t *args) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("bad params: %s"),
             bms_params_reason(reason));
     }
+}
+
+static mp_obj_t bms_native_ukf_step(size_t n_args, const mp_obj_t *args) {
+    size_t len, n_p;
+    int status;
+    (void)n_args;
+    bms_real *x = real_buf(args[0], "x", BMS_NX, MP_BUFFER_RW, &len);
+    bms_real *P = real_buf(args[1], "P", BMS_NX * BMS_NX, MP_BUFFER_RW, &len);
+    const bms_real *p = real_buf(args[2], "params", 0, MP_BUFFER_READ, &n_p);
+    bms_real *cfg = real_buf(args[3], "cfg", BMS_CFG_SIZE, MP_BUFFER_RW, &len);
+    const bms_real *u = real_buf(args[4], "u", BMS_U_SIZE, MP_BUFFER_READ, &len);
+    bms_real *out = real_buf(args[5], "out", BMS_OUT_SIZE, MP_BUFFER_RW, &len);
+
+    check_params(p, n_p);
     status = bms_ukf_step(x, P, p, n_p, cfg, u, out);
     return MP_OBJ_NEW_SMALL_INT(status);
 }
@@ -75,8 +81,8 @@ static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(bms_native_ukf_step_obj, 6, 6, bms_na
 /* sop(params, x, lim, i_dis, i_chg) -> status: the state of power of one cell for every
  * horizon in lim (sop_core.h); i_dis and i_chg (one value per horizon) in place. */
 static mp_obj_t bms_native_sop(size_t n_args, const mp_obj_t *args) {
-    size_t len, n_p, nh, n_chg, n_lim, expected = 0;
-    int reason, status;
+    size_t len, n_p, nh, n_chg, n_lim;
+    int status;
     (void)n_args;
     const bms_real *p = real_buf(args[0], "params", 0, MP_BUFFER_READ, &n_p);
     const bms_real *x = real_buf(args[1], "x", BMS_NX, MP_BUFFER_READ, &len);
@@ -88,15 +94,7 @@ static mp_obj_t bms_native_sop(size_t n_args, const mp_obj_t *args) {
             MP_ERROR_TEXT("i_dis and i_chg must have one value per horizon (1 to %d) and lim %d values plus the horizons, got %u, %u and %u"),
             BMS_SOP_MAX_H, BMS_SOP_H0, (unsigned)nh, (unsigned)n_chg, (unsigned)n_lim);
     }
-    reason = bms_params_check(p, n_p, &expected);
-    if (reason == BMS_PARAMS_LENGTH) {
-        mp_raise_msg_varg(&mp_type_ValueError,
-            MP_ERROR_TEXT("bad params: %s (got %u values, header needs %u)"),
-            bms_params_reason(reason), (unsigned)n_p, (unsigned)expected);
-    } else if (reason != BMS_PARAMS_OK) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("bad params: %s"),
-            bms_params_reason(reason));
-    }
+    check_params(p, n_p);
     status = bms_sop(p, x, lim, (int)nh, i_dis, i_chg);
     return MP_OBJ_NEW_SMALL_INT(status);
 }

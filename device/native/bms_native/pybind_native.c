@@ -80,6 +80,22 @@ static int get_real_buf(PyObject *obj, const char *name, Py_ssize_t n, int writa
     return 1;
 }
 
+/* bms_params_check as a Python error: 1 when params is usable, else 0 with ValueError. */
+static int params_ok(const bms_real *p, size_t n_p) {
+    size_t expected = 0;
+    int reason = bms_params_check(p, n_p, &expected);
+    if (reason == BMS_PARAMS_OK) {
+        return 1;
+    }
+    if (reason == BMS_PARAMS_LENGTH) {
+        PyErr_Format(PyExc_ValueError, "bad params: %s (got %zu values, header needs %zu)",
+                     bms_params_reason(reason), n_p, expected);
+    } else {
+        PyErr_Format(PyExc_ValueError, "bad params: %s", bms_params_reason(reason));
+    }
+    return 0;
+}
+
 static PyObject *ukf_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     static const char *names[6] = {"x", "P", "params", "cfg", "u", "out"};
     static const Py_ssize_t sizes[6] = {
@@ -87,8 +103,8 @@ static PyObject *ukf_step(PyObject *self, PyObject *const *args, Py_ssize_t narg
     };
     static const int writable[6] = {1, 1, 0, 1, 0, 1};
     Py_buffer views[6];
-    int k, got = 0, status = -1, reason;
-    size_t n_p, expected = 0;
+    int k, got = 0, status = -1;
+    size_t n_p;
     (void)self;
     if (nargs != 6) {
         PyErr_Format(PyExc_TypeError,
@@ -102,14 +118,7 @@ static PyObject *ukf_step(PyObject *self, PyObject *const *args, Py_ssize_t narg
         got++;
     }
     n_p = (size_t)(views[2].len / (Py_ssize_t)sizeof(bms_real));
-    reason = bms_params_check((const bms_real *)views[2].buf, n_p, &expected);
-    if (reason != BMS_PARAMS_OK) {
-        if (reason == BMS_PARAMS_LENGTH) {
-            PyErr_Format(PyExc_ValueError, "bad params: %s (got %zu values, header needs %zu)",
-                         bms_params_reason(reason), n_p, expected);
-        } else {
-            PyErr_Format(PyExc_ValueError, "bad params: %s", bms_params_reason(reason));
-        }
+    if (!params_ok((const bms_real *)views[2].buf, n_p)) {
         goto done;
     }
     status = bms_ukf_step((bms_real *)views[0].buf, (bms_real *)views[1].buf,
@@ -132,8 +141,8 @@ static PyObject *sop(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     static const Py_ssize_t sizes[5] = {-1, BMS_NX, -1, -1, -1};
     static const int writable[5] = {0, 0, 0, 1, 1};
     Py_buffer views[5];
-    int k, got = 0, status = -1, reason;
-    size_t n_p, expected = 0;
+    int k, got = 0, status = -1;
+    size_t n_p;
     Py_ssize_t nh;
     (void)self;
     if (nargs != 5) {
@@ -158,14 +167,7 @@ static PyObject *sop(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         goto done;
     }
     n_p = (size_t)(views[0].len / (Py_ssize_t)sizeof(bms_real));
-    reason = bms_params_check((const bms_real *)views[0].buf, n_p, &expected);
-    if (reason != BMS_PARAMS_OK) {
-        if (reason == BMS_PARAMS_LENGTH) {
-            PyErr_Format(PyExc_ValueError, "bad params: %s (got %zu values, header needs %zu)",
-                         bms_params_reason(reason), n_p, expected);
-        } else {
-            PyErr_Format(PyExc_ValueError, "bad params: %s", bms_params_reason(reason));
-        }
+    if (!params_ok((const bms_real *)views[0].buf, n_p)) {
         goto done;
     }
     status = bms_sop((const bms_real *)views[0].buf, (const bms_real *)views[1].buf,
