@@ -1,5 +1,7 @@
 # The simulated board: the Pico's drivers on a simulated I2C bus, fed by a plant (one
 # calibrated ECM + thermal model per cell) in virtual time, with fault injection.
+import select
+import sys
 from array import array
 
 from bms import calfile, model
@@ -143,24 +145,16 @@ class SimBoard:
         which sends the byte, not SIGINT (other bytes typed meanwhile are dropped)."""
         if self._stdin_poll is None:
             try:
-                import select
-                import sys
-
                 self._stdin_poll = select.poll()
                 self._stdin_poll.register(sys.stdin, select.POLLIN)
             except Exception:   # no pollable console (CPython under pytest): never
                 self._stdin_poll = False
-        if not self._stdin_poll:
-            return False
-        import sys
-
-        while self._stdin_poll.poll(0):
+        while self._stdin_poll and self._stdin_poll.poll(0):
             c = sys.stdin.read(1)
             if c in ("\x03", b"\x03"):
                 return True
             if not c:
                 self._stdin_poll = False   # end of input: nobody can type any more
-                return False
         return False
 
     def _reader(self, k):

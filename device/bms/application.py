@@ -282,7 +282,6 @@ class App:
             # keeping its SOC.
             failed = self.cells[0].backend.name
             self._est_fail_run = 0
-            self.backend_name = None
             b, note = backends.choose(None, self.store.cal, after=failed)
             self.backend_name = b.name
             self._apply_calibration()
