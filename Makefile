@@ -33,9 +33,12 @@ demo: $(STAMP)
 firmware-test-builds: $(STAMP) apt
 	$(BIN)/python -m bms_host.firmware all
 
+# temporary files of the tests (pytest's tmp_path, simulated flash, brokers) go under
+# build/tmp, which pytest prunes, so a test run leaves nothing in /tmp
 test: $(STAMP) apt firmware-test-builds
 	$(BIN)/ruff check host_tools device boards tests
-	$(BIN)/pytest
+	mkdir -p build/tmp
+	TMPDIR=$(CURDIR)/build/tmp $(BIN)/pytest
 
 bench: bench-accuracy bench-speed bench-telemetry bench-target
 

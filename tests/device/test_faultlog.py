@@ -1,17 +1,12 @@
 # Fault log ring buffer, atomic persistence and corrupt-file recovery.
 import os
 
+import scratch
 from bms import faultlog
 
 
 def _path(name):
-    p = "/tmp/bms_test_%s.json" % name
-    for q in (p, p + ".tmp"):
-        try:
-            os.remove(q)
-        except OSError:
-            pass
-    return p
+    return scratch.path("faultlog_%s.json" % name)
 
 
 def _exists(p):

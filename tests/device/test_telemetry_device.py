@@ -4,6 +4,7 @@ import io
 import json
 
 from bms import calfile, hmac_sha256, telemetry
+import scratch
 from calsample import calibration
 
 KEY = b"device-key-0123456789abcdef-secret"
@@ -232,12 +233,7 @@ def test_bad_or_missing_signature_is_rejected():
 
 
 def test_a_recorded_push_cannot_be_replayed():
-    path = "/tmp/bms_test_issued_%d" % id(KEY)
-    try:
-        import os
-        os.remove(path)
-    except OSError:
-        pass
+    path = scratch.path("issued")
     h = Handler()
     tel = telemetry.Telemetry("d1", serial=False, key=KEY, on_calibration=h, issued_path=path)
     text = cal_text()
