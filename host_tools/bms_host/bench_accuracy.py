@@ -328,7 +328,7 @@ def summarise(results, out=None):
     """Print PASS/FAIL per floor over the counted cases; returns True if all pass."""
     out = out or sys.stdout
     ok_all = True
-    out.write("\nFloors (issue 3), over the counted cases (0/25/45 degC; * rows not counted):\n")
+    out.write("\nFloors over the counted cases (0/25/45 degC; * rows not counted):\n")
     for key, text in FLOOR_TEXT:
         vals = [(case_name(r["profile"], r["amb"]), floors(r)[key]) for r in results
                 if r["counted"]]

@@ -1,7 +1,7 @@
 """bms-host bench speed: microseconds per filter step for every backend and runtime, the
 native core's ARM code size, and a 1,000,000-step float32 soak of the native step.
 
-Floors (issue 4): native >= 30x the pure-Python step under CPython, >= 20x filterpy.
+Floors: native >= 30x the pure-Python step under CPython, >= 20x filterpy.
 """
 import math
 import os
