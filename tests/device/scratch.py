@@ -2,13 +2,16 @@
 # folder pytest owns and removes, named by BMS_SCRATCH; on a board (qemu) its RAM /tmp.
 import os
 
-_getenv = getattr(os, "getenv", None)   # absent in bare-metal ports
-DIR = (_getenv and _getenv("BMS_SCRATCH")) or "/tmp"
+
+def folder():
+    # read at each call: pytest imports the test modules before it sets BMS_SCRATCH
+    getenv = getattr(os, "getenv", None)   # absent in bare-metal ports
+    return (getenv and getenv("BMS_SCRATCH")) or "/tmp"
 
 
 def path(name):
     """A fresh file path in the scratch folder: any earlier file of that name is removed."""
-    p = DIR + "/" + name
+    p = folder() + "/" + name
     for q in (p, p + ".tmp"):
         try:
             os.remove(q)
