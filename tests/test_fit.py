@@ -9,6 +9,7 @@ import pytest
 
 from bms_host import REPO, cli, ecm
 from bms_host.calibration import read_calibration
+from bms_host.fitting import dataset, options, problem, pulses, thermal, validation
 
 CELLS = ("lgm50", "lfp")
 HEADER = "time_s,current_a,voltage_v,temperature_c,ambient_c,temp_core_c,soc_true"
@@ -126,7 +127,6 @@ def test_pulse_fit_keeps_the_time_constants_in_their_ranges():
     # a 700 s pulse and rest of a cell whose pairs are 25 s and 400 s: the time constants
     # come back near those, and a narrower range for the fast pair (opts tau1_range_s)
     # holds it there
-    from bms_host import fit
     t = np.arange(0.0, 1600.0)
     i = np.where((t > 100) & (t <= 800), 5.0, 0.0)
     v = np.full(len(t), 3.7)
@@ -136,9 +136,9 @@ def test_pulse_fit_keeps_the_time_constants_in_their_ranges():
         v1 = a1 * v1 + 0.01 * (1.0 - a1) * i[k]
         v2 = a2 * v2 + 0.02 * (1.0 - a2) * i[k]
         v[k] -= 0.015 * i[k] + v1 + v2
-    f = fit.local_fit(t, i, v, np.full(len(t), 3.7))
+    f = pulses.local_fit(t, i, v, np.full(len(t), 3.7))
     assert 20.0 < f["tau1"] < 30.0 and 350.0 < f["tau2"] < 450.0, f
-    g = fit.local_fit(t, i, v, np.full(len(t), 3.7), tau1_range=(0.5, 10.0))
+    g = pulses.local_fit(t, i, v, np.full(len(t), 3.7), tau1_range=(0.5, 10.0))
     assert g["tau1"] <= 10.0 + 1e-9, g
 
 
@@ -146,7 +146,6 @@ def test_heat_table_fit_recovers_a_known_heat_and_network(tmp_path):
     """Traces of a model whose ohmic heat has its own table (unlike R0) and heats 40 % of
     i*v1 and 20 % of i*v2: the equation-error step finds that table, the fractions and the
     network again when given the true core heat capacity (the scale it cannot see)."""
-    from bms_host import fit
     cal = calsample.calibration()
     tab = cal["tables"]
     tab["rh_ohm"] = [[0.5 * v * (2.0 - s) for v, s in zip(row, tab["soc"], strict=True)]
@@ -165,12 +164,12 @@ def test_heat_table_fit_recovers_a_known_heat_and_network(tmp_path):
             cols = {"time_s": t, "current_a": i, "voltage_v": sim["voltage_v"],
                     "temperature_c": sim["temp_surface_c"], "ambient_c": np.full(len(t), amb),
                     "temp_core_c": sim["temp_core_c"], "soc_true": sim["soc"]}
-            cases.append(fit.Case(tmp_path / ("p%d_%gC.csv" % (k, amb)), "p%d" % k, amb,
+            cases.append(dataset.Case(tmp_path / ("p%d_%gC.csv" % (k, amb)), "p%d" % k, amb,
                                   "fit", cols))
     # the electrical tables as fitted (the truth's), the heat as the voltage model's
     base = dict(cal, tables={k: v for k, v in tab.items() if k != "rh_ohm"})
-    opts = dict(fit.default_options(), heat_smooth=1e-4, heat_prior=1e-6)
-    got = fit.fit_heat_table(cases, ecm.Tables.from_cal(base), c, opts,
+    opts = dict(options.default_options(), heat_smooth=1e-4, heat_prior=1e-6)
+    got = thermal.fit_heat_table(cases, ecm.Tables.from_cal(base), c, opts,
                              cal["thermal"]["c_core_j_per_k"])
     assert got is not None
     rh, th = got
@@ -185,15 +184,14 @@ def test_heat_table_fit_recovers_a_known_heat_and_network(tmp_path):
     # without core temperatures there is nothing to fit it from
     for case in cases:
         del case.cols["temp_core_c"]
-    assert fit.fit_heat_table(cases, ecm.Tables.from_cal(base), c, opts, 50.0) is None
+    assert thermal.fit_heat_table(cases, ecm.Tables.from_cal(base), c, opts, 50.0) is None
 
 
 def test_ocv_gaps_are_the_unrested_nodes_between_rested_ones():
-    from bms_host import fit
     support = np.array([0.0, 0.3, 50.0, 0.0, 0.0, 12.0, 0.5, 40.0, 0.0])
-    assert fit._rest_gaps(support).tolist() == [False, False, False, True, True, False, True,
+    assert problem._rest_gaps(support).tolist() == [False, False, False, True, True, False, True,
                                                 False, False]
-    assert not fit._rest_gaps(np.array([0.0, 9.0, 0.0])).any()   # one rest: no gap
+    assert not problem._rest_gaps(np.array([0.0, 9.0, 0.0])).any()   # one rest: no gap
 
 
 def test_fit_rejects_a_corrupt_csv_with_one_sentence(tmp_path, capsys):
@@ -252,16 +250,15 @@ def test_fit_options_file_is_checked_and_reaches_the_fit(tmp_path, capsys):
 
 
 def test_trace_weight_counts_loaded_rows_or_all_selected_rows():
-    from bms_host import fit
     t, i = _segments([(100, 1.0), (2000, 0.0), (50, -1.0)])
-    case = fit.Case("x.csv", "hppc", 25.0, "fit", {"time_s": t, "current_a": i})
-    rows, mult = fit._row_selection(case, rest_weight=10)
+    case = dataset.Case("x.csv", "hppc", 25.0, "fit", {"time_s": t, "current_a": i})
+    rows, mult = problem._row_selection(case, rest_weight=10)
     # rested rows count rest_weight times: "rows" counts them so, "loaded" only the 150
     # rows under load
     assert len(np.unique(rows)) == len(rows) > 150
-    assert set(mult[fit._rest_time(case)[rows] >= fit.REST_OCV_S]) == {10.0}
-    assert fit._trace_rows(case, rows, mult, "rows") == mult.sum() > len(rows)
-    assert fit._trace_rows(case, rows, mult, "loaded") == 150
+    assert set(mult[problem._rest_time(case)[rows] >= options.REST_OCV_S]) == {10.0}
+    assert problem._trace_rows(case, rows, mult, "rows") == mult.sum() > len(rows)
+    assert problem._trace_rows(case, rows, mult, "loaded") == 150
 
 
 def test_fit_of_one_ambient_keeps_its_one_temperature_column(tmp_path):
@@ -276,7 +273,6 @@ def test_fit_of_one_ambient_keeps_its_one_temperature_column(tmp_path):
 
 @functools.lru_cache(maxsize=2)
 def _held_out_residuals(cell):
-    from bms_host import fit
     cal_path, data = REPO / "calibration" / (cell + ".json"), REPO / "data" / cell
     if not cal_path.exists() or not (data / "manifest.json").exists():
         pytest.skip("calibration/%s.json or data/%s not generated" % (cell, cell))
@@ -285,10 +281,10 @@ def _held_out_residuals(cell):
     out = {}
     # the split the calibration was fitted with (held out = every other profile)
     split = cal["provenance"].get("split", {})
-    cases, _ = fit.load_dataset(data, fit_profiles=split.get("fit_profiles"))
+    cases, _ = dataset.load_dataset(data, fit_profiles=split.get("fit_profiles"))
     for c in cases:
         if c.role == "validation":
-            m, _, _ = fit.evaluate(c, tb, cal["cell"]["capacity_ah"])
+            m, _, _ = validation.evaluate(c, tb, cal["cell"]["capacity_ah"])
             out[c.name] = (c.ambient_c, m)
     return cal, out
 
@@ -306,11 +302,10 @@ def test_committed_calibration_holds_out_every_other_dynamic_profile(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_matches_its_provenance(cell):
-    from bms_host import fit
     cal, res = _held_out_residuals(cell)
     # make calibration's options per cell (fit --options) reached the fit
     path = REPO / "calibration" / "options" / (cell + ".json")
-    want = dict(fit.default_options(), **(fit.read_options(path) if path.exists() else {}))
+    want = dict(options.default_options(), **(options.read_options(path) if path.exists() else {}))
     got = cal["provenance"]["fit_options"]
     for k in ("tau1_range_s", "trace_norm", "bias_weight", "prior_r"):
         assert got[k] == want[k], k
@@ -348,9 +343,9 @@ def test_committed_calibration_surface_temperature_meets_the_floor(cell):
 
 
 def _floor_misses(cell):
-    """fit.floor_misses over the committed calibration's held-out cases: (held-out cases
+    """validation.floor_misses over the committed calibration's held-out cases: (held-out cases
     above the floors, stress cases above the same numbers), each as 'name mV / degC'."""
-    from bms_host.fit import floor_misses
+    from bms_host.fitting.validation import floor_misses
     _, res = _held_out_residuals(cell)
     results = {n: dict(m, ambient_c=amb, role="validation", profile=n.rsplit("_", 1)[0])
                for n, (amb, m) in res.items()}
@@ -361,7 +356,7 @@ def _floor_misses(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_committed_calibration_meets_the_floors(cell):
     # every held-out dynamic profile (random pulses, constant power) at every ambient
-    from bms_host.fit import STRESS_PROFILES
+    from bms_host.fitting.validation import STRESS_PROFILES
     _, res = _held_out_residuals(cell)
     assert {n.rsplit("_", 1)[0] for n in res} - set(STRESS_PROFILES) == {"random", "cp"}
     bad, _ = _floor_misses(cell)
