@@ -14,6 +14,10 @@ except ImportError:  # pragma: no cover - very small ports
     hashlib = None
 
 SCHEMA = 1
+# Largest calibration file a board takes: what one MQTT message carries into the
+# telemetry's 32 KB buffer, and what a Pico's heap parses with room to spare (the LG M50
+# file is about 19 KB). bms-host push checks it before uploading; the board again.
+MAX_BYTES = 32768
 _HEAD = '{"checksum": "'
 _HEX = "0123456789abcdef"
 
@@ -208,6 +212,12 @@ def loads(text, series_cells=None):
     """Parse, check the checksum, validate. Returns (calibration dict, checksum hex)."""
     checksum, body = split(text)
     if sha256_hex(body) != checksum:
+        try:
+            json.loads(body)
+        except ValueError:
+            raise CalibrationError("calibration: file is cut short or malformed (checksum "
+                                   "mismatch and its JSON does not parse); copy or "
+                                   "regenerate it")
         raise CalibrationError("calibration: checksum mismatch (file corrupted or edited; "
                                "regenerate it with bms-host fit)")
     try:

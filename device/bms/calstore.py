@@ -4,6 +4,9 @@
 #   incoming (any state) -> validated -> staged.json (written, then renamed) ->
 #   active.json becomes previous.json, staged.json becomes active.json.
 # At boot: active.json if valid, else previous.json, else staged.json, else none.
+# An upload (bms-host push writes cal/upload.json, then asks for install_file) never stays
+# on flash: install_file removes it whatever happens, one larger than calfile.MAX_BYTES is
+# refused before it is read, and one left by an upload cut short is removed at boot.
 import os
 
 from bms import calfile
@@ -13,6 +16,7 @@ ACTIVE = DIR + "/active.json"
 PREVIOUS = DIR + "/previous.json"
 STAGED = DIR + "/staged.json"
 TMP = DIR + "/staged.tmp"
+UPLOAD = DIR + "/upload.json"
 
 
 def _exists(path):
@@ -49,6 +53,7 @@ class CalStore:
 
     def load(self):
         """Boot: the newest intact calibration. Returns True when one is active."""
+        _remove(self._p(UPLOAD))
         notes = []
         for path in (ACTIVE, PREVIOUS, STAGED):
             full = self._p(path)
@@ -111,10 +116,20 @@ class CalStore:
         """Install from a file (e.g. uploaded by bms-host push); the upload is removed."""
         full = path if path.startswith("/") else self._p(path)
         try:
-            text = _read(full)
-        except OSError:
-            raise calfile.CalibrationError("calibration: uploaded file %s is missing" % path)
-        try:
-            return self.install_text(text)
+            try:
+                size = os.stat(full)[6]
+            except OSError:
+                raise calfile.CalibrationError("calibration: uploaded file %s is missing"
+                                               % path)
+            if size > calfile.MAX_BYTES:
+                raise calfile.CalibrationError(
+                    "calibration: uploaded file is %d bytes, more than the %d this board "
+                    "takes; the old calibration stays active" % (size, calfile.MAX_BYTES))
+            try:
+                text = _read(full)
+                return self.install_text(text)
+            except MemoryError:
+                raise calfile.CalibrationError("calibration: not enough memory to check the "
+                                               "upload; the old calibration stays active")
         finally:
             _remove(full)

@@ -26,8 +26,9 @@ def _float(s, line, path):
         raise ValueError("trace %s line %d: '%s' is not a number" % (path, line, s.strip()))
 
 
-def run(trace_path, cal, out_path, initial_soc=None, backend=None, cfg=None):
-    """Stream the trace through the estimator, writing one output row per input row.
+def run(trace_path, cal, out_path, initial_soc=None, backend=None, cfg=None, max_rows=None):
+    """Stream the trace through the estimator, writing one output row per input row (the
+    first max_rows data rows when given: the host drops a last line cut short).
     Returns the number of rows."""
     if isinstance(cal, str):
         cal = calfile.load(cal)[0]
@@ -38,13 +39,21 @@ def run(trace_path, cal, out_path, initial_soc=None, backend=None, cfg=None):
     fmt = "%.3f,%.6f,%.6f,%.5f,%.3f,%.6f,%.4f,%.5f,%.3f,%.3f\n"
     with open(trace_path) as f, open(out_path, "w") as out:
         idx = _columns(f.readline(), trace_path)
+        need = idx["time_s"]
+        for k in idx:
+            need = max(need, idx[k])
         out.write(",".join(OUT_COLUMNS) + "\n")
         line = 1
         for text in f:
             line += 1
+            if max_rows is not None and rows >= max_rows:
+                break
             if not text.strip():
                 continue
             c = text.split(",")
+            if len(c) <= need:
+                raise ValueError("trace %s line %d has %d values, fewer than its header's "
+                                 "columns" % (trace_path, line, len(c)))
             t = _float(c[idx["time_s"]], line, trace_path)
             i = _float(c[idx["current_a"]], line, trace_path)
             v = _float(c[idx["voltage_v"]], line, trace_path)

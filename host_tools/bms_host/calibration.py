@@ -58,19 +58,79 @@ def write_calibration(body, path):
     return calfile.split(text)[0]
 
 
-def read_calibration(path):
-    """(calibration dict, checksum hex) of a file; UserError with the validator's sentence."""
-    calfile = _calfile()
+def read_calibration(path, series_cells=None):
+    """(calibration dict, checksum hex) of a file; UserError with the validator's sentence.
+    A file reformatted by a JSON tool is read when its content is intact (see canonical)."""
+    cal, checksum, _ = read_canonical(path, series_cells)
+    return cal, checksum
+
+
+def read_canonical(path, series_cells=None):
+    """(calibration dict, checksum hex, canonical file text) of a calibration file."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError("calibration file %s does not exist" % path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError("cannot read calibration %s (%s)" % (path, e.__class__.__name__)) \
-            from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError("cannot read calibration %s (%s)" % (path, e.strerror or e)) from None
+    return canonical(data, path, series_cells)
+
+
+class CalibrationFileError(UserError):
+    """A calibration file that cannot be used; .reason is the sentence without the path."""
+
+    def __init__(self, reason, path, binary=False):
+        super().__init__("calibration %s: %s" % (path, reason))
+        self.reason = reason
+        self.binary = binary
+
+
+def _reason(e):
+    return str(e).replace("calibration: ", "", 1)
+
+
+def canonical(data, path, series_cells=None):
+    """Check a calibration file's bytes; returns (dict, checksum, canonical text).
+
+    The checksum covers the canonical body, so the file is checked by its content, not its
+    layout: one written by bms-host fit is taken as it is; one re-indented or re-ordered by
+    a JSON tool (`python -m json.tool`) is parsed, its body re-serialised canonically and
+    checked against its checksum field, and comes back in the canonical layout the board
+    reads. Raises CalibrationFileError with one sentence."""
+    calfile = _calfile()
     try:
-        return calfile.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise CalibrationFileError("the file holds binary data, not a calibration's JSON "
+                                   "text", path, binary=True)
+    try:
+        cal, checksum = calfile.loads(text, series_cells)
+        return cal, checksum, text
     except calfile.CalibrationError as e:
-        raise UserError("%s (%s)" % (e, path)) from None
+        first = e
+    if text.startswith(calfile._HEAD):
+        raise CalibrationFileError(_reason(first), path)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise CalibrationFileError("its JSON is cut short or malformed (truncated?)",
+                                   path) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("checksum"), str):
+        raise CalibrationFileError("it has no checksum field: not written by bms-host fit",
+                                   path)
+    checksum = doc.pop("checksum")
+    body = json.dumps(doc, **CANONICAL)
+    if calfile.sha256_hex(body) != checksum:
+        raise CalibrationFileError("checksum mismatch: its content differs from what "
+                                   "bms-host fit wrote (edited or corrupted; regenerate it)",
+                                   path)
+    text = calfile.encode(body)
+    try:
+        cal, checksum = calfile.loads(text, series_cells)
+    except calfile.CalibrationError as e:
+        raise CalibrationFileError(_reason(e), path) from None
+    return cal, checksum, text

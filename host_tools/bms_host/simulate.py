@@ -7,7 +7,9 @@ first voltage (a rested cell). Initial temperatures: temp_core_c / temperature_c
 temp_core_pred_c (plus voltage_v and temperature_c of the trace when it has them, so the
 two can be compared in one file).
 """
-from . import UserError
+import numpy as np
+
+from . import UserError, plausible
 
 HELP = "run the calibrated cell model open loop on a trace's current (prediction CSV)"
 
@@ -17,15 +19,14 @@ COLUMNS = ("time_s", "voltage_pred_v", "temp_surface_pred_c", "temp_core_pred_c"
 def configure(p):
     p.add_argument("trace", help="CSV with time_s,current_a[,voltage_v,temperature_c,ambient_c]")
     p.add_argument("--calibration", required=True, help="calibration JSON (bms-host fit)")
-    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--out", required=True, help="output CSV (never one of the inputs)")
     p.add_argument("--initial-soc", type=float, default=None,
                    help="start SOC 0..1 (default: soc_true column, else from the first voltage)")
+    plausible.add_option(p)
 
 
 def simulate_trace(cols, cal, initial_soc=None):
     """Dict of predicted columns for a trace (dict of numpy columns) and calibration dict."""
-    import numpy as np
-
     from . import ecm
     tb = ecm.Tables.from_cal(cal)
     n = len(cols["time_s"])
@@ -50,18 +51,29 @@ def simulate_trace(cols, cal, initial_soc=None):
 
 def run(args):
     from .calibration import read_calibration
-    from .traces import read_trace, write_columns
+    from .traces import guard_output, read_trace, write_columns
 
     if args.initial_soc is not None and not 0.0 <= args.initial_soc <= 1.0:
         raise UserError("--initial-soc must be between 0 and 1, got %g" % args.initial_soc)
+    guard_output(args.out, args.trace, args.calibration)
     cal, _ = read_calibration(args.calibration)
-    cols = read_trace(args.trace, required=("time_s", "current_a"))
-    out = simulate_trace(cols, cal, args.initial_soc)
+    cols = read_trace(args.trace, required=("time_s", "current_a"), min_rows=2,
+                      only=("voltage_v", "temperature_c", "ambient_c", "temp_core_c", "soc_true"))
+    if not getattr(args, "allow_implausible", False):
+        plausible.check(cols, cal, args.trace)
+    with np.errstate(all="ignore"):  # a deliberate out-of-range trace may overflow
+        out = simulate_trace(cols, cal, args.initial_soc)
     res = {k: out[k] for k in COLUMNS}
+    bad = ~np.isfinite(np.column_stack([res[k] for k in COLUMNS[1:]])).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise UserError("the model's prediction left the finite range at time_s %g (line %d, "
+                        "current %g A): the trace drives the cell far outside what the "
+                        "calibration describes; nothing was written"
+                        % (cols["time_s"][k], k + 2, cols["current_a"][k]))
     write_columns(args.out, res, fmt=["%.3f", "%.6f", "%.4f", "%.4f"])
     msg = "simulate: wrote %s (%d rows)" % (args.out, len(res["time_s"]))
     if "voltage_v" in cols:
-        import numpy as np
         e = out["voltage_pred_v"] - cols["voltage_v"]
         msg += "; voltage RMSE %.2f mV, mean error %+.2f mV" % (
             float(np.sqrt(np.mean(e * e))) * 1e3, float(np.mean(e)) * 1e3)

@@ -51,6 +51,18 @@ def test_truncated_and_edited():
     expect_error("hello", "does not start")
 
 
+def test_cut_short_is_told_apart_from_edited():
+    text = encode(sample())
+    assert "cut short" in expect_error(text[: len(text) - 40], "checksum")
+    assert "cut short" not in expect_error(text.replace("4.2", "4.3"), "checksum mismatch")
+
+
+def test_size_limit_fits_a_calibration_and_a_board():
+    # the largest real calibration (LG M50, about 19 KB) fits with room; a board's 32 KB
+    # MQTT buffer takes any file within the limit
+    assert 24 * 1024 <= calfile.MAX_BYTES <= 32768
+
+
 def test_names_the_field():
     cal = sample()
     del cal["thermal"]["c_core_j_per_k"]
