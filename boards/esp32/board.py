@@ -30,6 +30,13 @@ CONFIG = {
 }
 
 
+# For the wiring guide (docs/wiring.md, made from this file by `bms-host wiring`): the
+# board's name, the supply pin its NTC dividers hang from, and the tap dividers' bottom
+# resistor.
+WIRING = {"name": "ESP32 DevKitC", "ntc_top": "3V3", "supply_v": 3.3,
+          "tap_r_bottom_ohm": 10000}
+
+
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
     c, p = assemble.merge(CONFIG, PINS, config, pins)

@@ -21,6 +21,9 @@ class Device:
         self.port = port
         if not port:
             raise UserError("no port given: pass --port /dev/ttyACM0 (or the sim's /dev/pts/N)")
+        # while `bms-host record|monitor --port` holds the port, go through its shared console
+        from .serialshare import resolve
+        port = resolve(port)
         if not port.startswith(("socket://", "rfc2217://")) and not os.path.exists(port):
             raise UserError("port %s does not exist: is the board plugged in (or the "
                             "simulator running)?" % port)
@@ -31,6 +34,9 @@ class Device:
         except (TransportError, OSError) as e:
             raise UserError("port %s cannot be opened (busy in another program such as a "
                             "serial monitor, or no permission): %s" % (port, e)) from None
+        # a board's telemetry records may land anywhere in the exchange: read around them
+        from .serialshare import FilteredSerial
+        self.t.serial = FilteredSerial(self.t.serial)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout)
@@ -69,7 +75,7 @@ class Device:
 
         try:
             out = self.t.exec_raw(code, timeout=timeout)
-        except TransportError as e:
+        except (TransportError, OSError) as e:   # pyserial's SerialException is an OSError
             raise DeviceError("lost contact with the device on %s: %s" % (self.port, e)) from None
         data, err = out
         if err:
