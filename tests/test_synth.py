@@ -15,6 +15,9 @@ HEADER = ["time_s", "current_a", "voltage_v", "temperature_c", "ambient_c", "tem
           "soc_true"]
 VALIDATION = {"dst", "random", "cp", "fastcharge"}
 CELL_DIRS = [d for d in ("lgm50", "lfp", "lgm50_aged") if (DATA / d / "manifest.json").exists()]
+# the LG M50 aged to ~95/87/80 % and fresh, days of a maker's use (bms-host synth --aged-use)
+USE_DIRS = sorted(p.parent.name for p in DATA.glob("lgm50_aged[0-9]*/manifest.json"))
+CELL_DIRS += USE_DIRS
 
 
 def _load(path):
@@ -101,16 +104,24 @@ def test_sampling_is_one_second_for_dynamic(cell):
         if f["profile"].startswith("pocv"):
             assert f["sample_s"] >= 30
             continue
-        # 1 s for dynamic profiles; the rate test's slow CC legs and rests take 5 s
-        dt = 5.0 if f["profile"] == "rate" else 1.0
-        assert f["sample_s"] == dt, f["file"]
+        # 1 s for dynamic profiles; the rate test's slow CC legs and rests take 5 s; the
+        # days-long use traces 1 s on the trips, 10 s charging, 30 s in long rests (a step
+        # that ends on a limit or a CV hold, and each step's last sample, fall off-grid)
         t = load(DATA / cell / f["file"])["time_s"]
         steps = [t[k] - t[k - 1] for k in range(1, len(t))]
+        if f["profile"] == "use":
+            assert f["sample_s"] == [1.0, 10.0, 30.0], f["file"]
+            off_grid = sum(1 for s in steps if min(abs(s - x) for x in f["sample_s"]) > 0.05)
+            assert off_grid <= 0.02 * len(steps), "%s: %d off-grid" % (f["file"], off_grid)
+            continue
+        dt = 5.0 if f["profile"] == "rate" else 1.0
+        assert f["sample_s"] == dt, f["file"]
         off_grid = sum(1 for s in steps if abs(s - dt) > 1e-6)
-        assert off_grid <= 4 * (1 + len(f["notes"])), "%s: %d off-grid" % (f["file"], off_grid)
+        allowed = 4 * (1 + len(f["notes"]))
+        assert off_grid <= allowed, "%s: %d off-grid" % (f["file"], off_grid)
 
 
-@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if c in ("lgm50", "lfp")])
 def test_every_ambient_has_fit_and_validation_and_a_long_trace(cell):
     man = manifest(cell)
     assert len(man["ambients_c"]) >= 4
@@ -124,7 +135,7 @@ def test_every_ambient_has_fit_and_validation_and_a_long_trace(cell):
         assert max(f["duration_s"] for f in dyn) > 7200, "no dynamic trace > 2 h at %s" % amb
 
 
-@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if c in ("lgm50", "lfp")])
 def test_fast_charge_heats_core_above_surface(cell):
     d = load(DATA / cell / "fastcharge_25C.csv")
     rise = max(c - s for c, s in zip(d["temp_core_c"], d["temperature_c"], strict=True))
@@ -134,7 +145,7 @@ def test_fast_charge_heats_core_above_surface(cell):
     assert max(d["voltage_v"]) > manifest(cell)["voltage_limits_v"][1] - 0.01
 
 
-@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if c in ("lgm50", "lfp")])
 def test_stepped_charge_is_fit_data_unlike_the_held_out_fast_charge(cell):
     man = manifest(cell)
     q_nom = man["nominal_capacity_ah"]
@@ -155,7 +166,7 @@ def test_stepped_charge_is_fit_data_unlike_the_held_out_fast_charge(cell):
         assert all(x == 0.0 for x in i[-1800:]), f["file"]
 
 
-@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if not c.endswith("_aged")])
+@pytest.mark.parametrize("cell", [c for c in CELL_DIRS if c in ("lgm50", "lfp")])
 def test_pulse_test_has_every_current_level_at_every_ambient(cell):
     # fit data: 30 s pulses at 0.5/1/2C discharge and 0.5/1C charge from full down to the
     # lower limit (charge muted only near full), each followed by a minute's rest
@@ -179,6 +190,52 @@ def test_pulse_test_has_every_current_level_at_every_ambient(cell):
             run = run + 1 if i[k] == i[k - 1] else 1
             longest[i[k]] = max(longest.get(i[k], 0), run)
         assert max(v for x, v in longest.items() if x not in (0.0, round(q_nom, 4))) <= 30
+
+
+def test_aged_use_levels_fade_and_grow_in_order():
+    if len(USE_DIRS) < 4:
+        pytest.skip("data/lgm50_aged<LEVEL> missing: bms-host synth --cell lgm50 --aged-use "
+                    "100,95,87,80 --out data")
+    by = {int(d[len("lgm50_aged"):]): manifest(d) for d in USE_DIRS}
+    assert abs(by[100]["capacity_retention"] - 1.0) < 1e-4
+    assert abs(by[100]["c20_capacity_25c_ah"] - manifest("lgm50")["c20_capacity_25c_ah"]) < 1e-3
+    levels = sorted(by)
+    for lo, hi in zip(levels[:-1], levels[1:], strict=True):
+        assert by[lo]["capacity_retention"] < by[hi]["capacity_retention"]
+        assert by[lo]["resistance_growth"] > by[hi]["resistance_growth"]
+    for lv, man in by.items():
+        # each level lands within 1.5 points of its name; resistance grows with fade
+        assert abs(man["capacity_retention"] - lv / 100.0) < 0.015, (lv, man["capacity_retention"])
+        assert man["resistance_growth"] >= 1.0 + 1.2 * (1.0 - man["capacity_retention"]) - 1e-3
+
+
+@pytest.mark.parametrize("cell", USE_DIRS)
+def test_aged_use_is_days_of_partial_cycles_rests_and_full_charges(cell):
+    man = manifest(cell)
+    vmax = man["voltage_limits_v"][1]
+    assert {f["ambient_c"] for f in man["files"]} >= {25.0, 10.0}
+    for f in man["files"]:
+        d = load(DATA / cell / f["file"])
+        t, i, v, soc = d["time_s"], d["current_a"], d["voltage_v"], d["soc_true"]
+        assert t[-1] > 3.5 * 86400, f["file"]
+        assert 0.15 < min(soc) < 0.4 and max(soc) > 0.96, (f["file"], min(soc), max(soc))
+        # full charges end in a CV hold: at the upper limit with the current tapering to C/20
+        full = 0
+        for k in range(1, len(t) - 1):
+            if v[k] > vmax - 0.005 and -0.06 * 5.0 <= i[k] < 0 and i[k + 1] == 0.0:
+                full += 1
+        assert full >= 2, "%s: %d CV ends" % (f["file"], full)
+        # long rests (>= 2 h) on both sides of the window, every day
+        rests, run = [], 0.0
+        for k in range(1, len(t)):
+            if i[k] == 0.0:
+                run += t[k] - t[k - 1]
+            else:
+                if run >= 7200:
+                    rests.append(soc[k - 1])
+                run = 0.0
+        assert sum(1 for s in rests if s < 0.45) >= 3 and sum(1 for s in rests if s > 0.7) >= 3, (
+            f["file"], rests)
 
 
 def test_pocv_capacity_close_to_nominal():
@@ -231,3 +288,9 @@ def test_synth_user_errors(tmp_path):
                      "--ambients", "hot"]) == 2
     assert cli.main(["synth", "--cell", "lgm50", "--out", str(tmp_path), "--quick",
                      "--jobs", "8"]) == 2
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(tmp_path),
+                     "--aged-use", "100,42"]) == 2
+    assert cli.main(["synth", "--cell", "lgm50", "--out", str(tmp_path),
+                     "--aged-use", "ninety"]) == 2
+    assert cli.main(["synth", "--cell", "lfp", "--out", str(tmp_path),
+                     "--aged-use", "95"]) == 2

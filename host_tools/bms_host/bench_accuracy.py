@@ -32,6 +32,8 @@ import sys
 import time
 import zlib
 
+import numpy as np
+
 from . import CALIBRATION_DIR, REPO, use_device_code
 from .evaluate import soc_metrics
 
@@ -99,8 +101,6 @@ def load_truth(profile, amb, t_end=None, data_dir=DATA_DIR):
 
 def measure(tr, seed):
     """What the sensors report: the noisy, offset copy of a truth trace (seeded)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     n = len(tr["time_s"])
     return {
@@ -127,8 +127,6 @@ def load_cal(path=CAL_PATH):
 def run_estimator(cal, meas, soc0, backend=None, cfg=None):
     """Replay the measured trace through the device estimator (the replay code path,
     without the SOP refresh). Returns soc, sigma, core temperature arrays and s/step."""
-    import numpy as np
-
     use_device_code()
     from bms import backends, estimator
 
@@ -161,8 +159,6 @@ def run_estimator(cal, meas, soc0, backend=None, cfg=None):
 def run_filterpy(cal, meas, soc0, cfg=None, rv=None):
     """filterpy's UKF on the same model, started like ours; rv: our filter's voltage noise
     variance per step (its schedule), else cfg's fixed one. Returns soc, sigma, s/step."""
-    import numpy as np
-
     use_device_code()
     from bms import estimator, model, ukf
 
@@ -197,8 +193,6 @@ def run_filterpy(cal, meas, soc0, cfg=None, rv=None):
 
 
 def coulomb_count(cal, meas, soc_true0):
-    import numpy as np
-
     q_as = cal["cell"]["capacity_ah"] * 3600.0
     dt = np.diff(meas["time_s"], prepend=meas["time_s"][0])
     return soc_true0 - np.cumsum(meas["current_a"] * dt) / q_as
@@ -206,8 +200,6 @@ def coulomb_count(cal, meas, soc_true0):
 
 def ocv_lookup(cal, meas):
     """SOC from the measured voltage through the OCV table at the measured temperature."""
-    import numpy as np
-
     tab = cal["tables"]
     sg = np.asarray(tab["soc"], dtype=float)
     tg = np.asarray(tab["temp_c"], dtype=float)
@@ -226,8 +218,6 @@ def ocv_lookup(cal, meas):
 
 def run_case(cal, profile, amb, backend=None, cfg=None, peer=True, t_end=None,
              data_dir=DATA_DIR):
-    import numpy as np
-
     tr = load_truth(profile, amb, t_end, data_dir)
     seed = SEED + zlib.crc32(case_name(profile, amb).encode())
     meas = measure(tr, seed)

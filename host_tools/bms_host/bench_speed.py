@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from . import CALIBRATION_DIR, REPO, use_device_code
 
 FLOOR_VS_PYTHON = 30.0
@@ -156,7 +158,6 @@ def time_micropython(n=1000):
 def filterpy_filter(cal):
     """filterpy's UnscentedKalmanFilter on the same model, scaling and sigma points
     (alpha = 1, beta = 0, kappa = 1), with process and measurement noise as ukf.py."""
-    import numpy as np
     from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 
     from bms import model, ukf
@@ -184,7 +185,6 @@ def filterpy_filter(cal):
 
 
 def time_filterpy(cal, rows, n):
-    import numpy as np
     f = filterpy_filter(cal)
     f.x = np.array([rows[0][4] * 100.0, 0.0, 0.0, 25.0, 25.0, 0.0])
     f.P = np.diag([25.0, 100.0, 100.0, 4.0, 1.0, 2500.0])
@@ -226,7 +226,6 @@ def arm_size():
 def soak(cal, rows, steps):
     """float32 native steps over the repeating cycle, re-initialising on an error code as
     the estimator does. Returns a dict of counts and the SOC error statistics."""
-    import numpy as np
 
     from bms import model, ukf, ukf_native
     b = ukf_native.Backend()

@@ -15,6 +15,7 @@ import bisect
 import math
 
 import numpy as np
+from scipy.signal import lfilter
 
 # as device/bms/model.py
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
@@ -351,8 +352,6 @@ def simulate_thermal(time_s, heat_w, ambient_c, thermal, tc0, ts0):
     """The model's backward-Euler thermal network driven by a given heat (row k's heat acts
     over (t_{k-1}, t_k]). Returns (core, surface) arrays. Vectorised with lfilter over runs
     of equal sample period (modal decomposition of the 2x2 step matrix)."""
-    from scipy.signal import lfilter
-
     t = np.asarray(time_s, dtype=float)
     n = len(t)
     q = np.asarray(heat_w, dtype=float)

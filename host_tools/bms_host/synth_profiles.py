@@ -188,3 +188,85 @@ def standard_profiles(c_ah, v_nom):
     return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), pulses(c_ah), dst(c_ah),
             random_pulses(c_ah), const_power(c_ah, v_nom), fast_charge(c_ah),
             charge_steps(c_ah), rate_test(c_ah)]
+
+
+# ------------------------------------------------------------------ a maker's use, days long
+
+DAY_S = 86400
+
+
+def maker_use(c_ah, q_true_ah, days=4, seed=20261203, full_every=2, init_soc=0.8,
+              low_soc=0.3, high_soc=0.8, dt=10.0, periods=(1, 10, 30)):
+    """Several days of a maker's pack, as a list of PyBaMM experiment steps (text), to be
+    run by an Experiment with the given sample period. Current in A (positive =
+    discharge), amounts of charge planned against the cell's own capacity q_true_ah so
+    that the SOC walks the same window at every age:
+        night rest to 07:00; trip 1 (drive-like: 60-300 s blocks at 0.1-1.5C, short stops,
+        a few 0.3C charge blocks) down to about the middle of the window; a 3 h rest
+        (parked); trip 2 down to low_soc; a rest to 18:00; a 0.5C CC charge back to
+        high_soc, or, every full_every days, a 0.5C CC charge to the upper limit with a
+        CV hold down to C/20 (the full charge); rest to midnight.
+    Durations are whole multiples of dt; a CC step that reaches a voltage limit ends
+    there (the "or until" clause), so no step passes the limits. Sample periods (s):
+    periods[0] on the trips (the load steps a device's RLS sees), periods[1] while
+    charging, periods[2] in the long rests: a day is ~6000 rows, not 86400."""
+    p_trip, p_chg, p_rest = ("(%d second period)" % x for x in periods)
+    rng = random.Random(seed)
+    steps = []
+    soc = init_soc
+    t = 0.0
+
+    def q(x):  # whole sample periods
+        return max(dt, round(x / dt) * dt)
+
+    def rest_until(t_abs):
+        nonlocal t
+        d = q(t_abs - t)
+        steps.append("Rest for %d seconds %s" % (d, p_rest if d > 600 else p_trip))
+        t += d
+
+    def cc(i_a, dur):
+        nonlocal t, soc
+        d = q(dur)
+        per = p_trip if d <= 600 else p_chg
+        if i_a > 0:
+            steps.append("Discharge at %.4f A for %d seconds or until 2.5 V %s" % (i_a, d, per))
+        else:
+            steps.append("Charge at %.4f A for %d seconds or until 4.2 V %s" % (-i_a, d, per))
+        soc -= i_a * d / 3600.0 / q_true_ah
+        t += d
+
+    def trip(to_soc):
+        while soc > to_soc + 0.01:
+            u = rng.random()
+            if u < 0.15:
+                rest_until(t + rng.uniform(30, 180))
+                continue
+            if u < 0.25:
+                cc(-round(0.3 * c_ah, 4), rng.uniform(20, 60))
+                continue
+            i_a = round(rng.uniform(0.1, 1.5) * c_ah, 4)
+            dur = rng.uniform(60, 300)
+            left = (soc - to_soc) * q_true_ah * 3600.0 / i_a
+            cc(i_a, min(dur, max(dt, left)))
+
+    for day in range(days):
+        base = day * DAY_S
+        rest_until(base + 7 * 3600)
+        mid = 0.5 * (soc + low_soc)
+        trip(mid)
+        rest_until(t + 3 * 3600)
+        trip(low_soc)
+        rest_until(base + 18 * 3600)
+        i_chg = 0.5 * c_ah
+        if (day + 1) % full_every == 0:
+            # CC to the upper limit (ends there), then CV to C/20: the cell is full
+            steps.append("Charge at %.4f A until 4.2 V %s" % (i_chg, p_chg))
+            steps.append("Hold at 4.2 V until %.4f A %s" % (c_ah / 20.0, p_chg))
+            # planning only (the steps end on the limits): CC to ~90 %, then ~1 h of CV
+            t += max(0.0, 0.9 - soc) * q_true_ah * 3600.0 / i_chg + 3600.0
+            soc = 1.0
+        else:
+            cc(-i_chg, (high_soc - soc) * q_true_ah * 3600.0 / i_chg)
+        rest_until(base + DAY_S)
+    return steps
