@@ -172,3 +172,24 @@ def test_migrating_an_old_file_with_nan_into_postgres(pg, tmp_path):
     assert day[3] == 1 and day[4] is None and day[8] == 30.0
     assert st.query("SELECT t_ms FROM records")[0][0] == 1000
     st.close()
+
+
+def test_refit_reads_the_same_segments_from_either_engine(target):
+    from bms_host import refit_records
+
+    st = store.open_store(target)
+    recs = []
+    for s in range(1, 121):   # two minutes of 1 s records, a current step at 60 s
+        rec = {"device_id": "d1", "boot": 1, "seq": s, "t_ms": 1000 * s,
+               "v": [3.70 - (0.02 if s > 60 else 0.0)], "temp_c": [25.0],
+               "i_a": 5.0 if s > 60 else 0.0, "soc": [0.5]}
+        recs.append(store.row_of(rec, 1.7e9 + s, json.dumps(rec)))
+    st.insert_many(recs)
+    st.commit()
+    st.close()
+    segs = refit_records.load_segments(target, "d1")
+    assert list(segs) == [0] and len(segs[0]) == 1
+    seg = segs[0][0]
+    assert len(seg.t) == 120 and seg.i[-1] == 5.0 and abs(seg.v[0] - 3.70) < 1e-9
+    with pytest.raises(UserError, match="no records for device 'd2'"):
+        refit_records.load_segments(target, "d2")

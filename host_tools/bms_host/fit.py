@@ -77,8 +77,9 @@ def configure(p):
     p.add_argument("--no-validate", action="store_true",
                    help="skip re-simulating the held-out cases")
     p.add_argument("--from-db", metavar="DB", default=None,
-                   help="refit from field telemetry (SQLite from bms-host record) instead of "
-                   "synthetic data: needs --device and --calibration (the base)")
+                   help="refit from field telemetry (the SQLite file or postgresql:// URL "
+                   "bms-host record writes) instead of synthetic data: needs --device and "
+                   "--calibration (the base)")
     p.add_argument("--device", default=None, help="device id in the telemetry database")
     p.add_argument("--calibration", default=None, help="base calibration for --from-db")
 

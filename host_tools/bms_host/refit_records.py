@@ -2,12 +2,10 @@
 stretch without gaps), their split into fitted and held-back rows, their rests and
 current steps. See refit.py for the method."""
 import json
-import os
-import sqlite3
 
 import numpy as np
 
-from . import UserError
+from . import UserError, store
 
 MIN_RECORDS = 60
 GAP_S = 60.0              # a longer gap between records starts a new segment
@@ -113,18 +111,14 @@ def _per_cell(recs, name, c, strict=True):
 
 def load_segments(db_path, device_id):
     """Per cell: list of Segments (one per boot and stretch without gaps)."""
-    if not os.path.isfile(db_path):
-        raise UserError("telemetry database %s does not exist: record one with "
-                        "bms-host record" % db_path)
+    db = store.open_store(db_path, create=False)   # a SQLite file or a postgresql:// URL
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
-        rows = conn.execute("SELECT boot, json FROM records WHERE device_id=? "
-                            "ORDER BY boot, seq", (device_id,)).fetchall()
-        conn.close()
-    except sqlite3.Error as e:
-        raise UserError("cannot read %s as a telemetry database (%s)" % (db_path, e)) from None
+        rows = db.query("SELECT boot, json FROM records WHERE device_id=%s "
+                        "ORDER BY boot, seq" % db.ph, (device_id,))
+    finally:
+        db.close()
     if not rows:
-        raise UserError("no records for device %r in %s" % (device_id, db_path))
+        raise UserError("no records for device %r in %s" % (device_id, store.display(db_path)))
     boots = {}
     for boot, text in rows:
         try:
@@ -162,5 +156,6 @@ def load_segments(db_path, device_id):
                             _per_cell(part, "r0_ohm", c), _per_cell(part, "capacity_ah", c)))
     if not per_cell:
         raise UserError("device %r has no stretch of %d records with voltage, current and "
-                        "temperature in %s: record longer" % (device_id, MIN_RECORDS, db_path))
+                        "temperature in %s: record longer"
+                        % (device_id, MIN_RECORDS, store.display(db_path)))
     return per_cell
