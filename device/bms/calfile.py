@@ -8,10 +8,7 @@
 # the host wrote without re-serialising floats.
 import json
 
-try:
-    import hashlib
-except ImportError:  # pragma: no cover - very small ports
-    hashlib = None
+from bms.compat import hashlib
 
 SCHEMA = 1
 # Largest calibration file a board takes: what one MQTT message carries into the

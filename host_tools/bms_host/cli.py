@@ -17,18 +17,25 @@ COMMANDS = {
     "exec": "bms_host.remote",
     "push": "bms_host.push",
     "record": "bms_host.record",
+    "monitor": "bms_host.monitor",
     "report": "bms_host.report",
+    "db": "bms_host.db",
     "demo": "bms_host.demo",
     "bench": "bms_host.bench",
+    "wiring": "bms_host.wiring",
 }
 
 
-def build_parser():
+def build_parser(only=None):
+    """The parser with every subcommand, or with just `only`: importing a module pulls in
+    its dependencies (scipy, PyBaMM, matplotlib), seconds that one command need not pay."""
     parser = argparse.ArgumentParser(
         prog="bms-host", description="Host tools for the model-based MicroPython BMS.")
     parser.add_argument("--version", action="version", version="bms-host " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         if importlib.util.find_spec(modname) is None:
             continue
         mod = importlib.import_module(modname)
@@ -39,7 +46,8 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
