@@ -16,6 +16,12 @@ except ImportError:  # CPython
 
 from array import array
 
+try:
+    # TapBank.read_into in C (the firmware's bms_native): no float boxed per tap
+    from bms_native import taps as _native_taps
+except ImportError:
+    _native_taps = None
+
 _NAN = float("nan")
 REG_CONVERSION = 0x00
 REG_CONFIG = 0x01
@@ -142,7 +148,7 @@ class TapBank:
             raise ValueError("ADS1115 taps: %d taps need %d chips, %d given"
                              % (n, (n + 3) // 4, len(adcs)))
         self.adcs = list(adcs)
-        self.code = [0] * n
+        self.code = array("h", [0] * n)       # signed 16-bit conversion results
         self.failed = bytearray(b"\x01" * n)   # no conversion read yet
         self.taps = [BankTap(self, k, ratios[k]) for k in range(n)]
         self.inputs = min(n, 4)                 # inputs in use on the first chip
@@ -253,6 +259,9 @@ class TapBank:
         chip failed: sensors.MISSING, voltage NaN) in one call: what taps[k].read_v()
         gives, without a call and an exception per tap."""
         code, failed, scale = self.code, self.failed, self.scale
+        if _native_taps is not None:
+            _native_taps(code, failed, scale, tap_v, tap_st)
+            return
         for k in range(len(code)):
             if failed[k]:
                 tap_v[k] = _NAN

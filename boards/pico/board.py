@@ -27,6 +27,13 @@ CONFIG = {
 }
 
 
+# For the wiring guide (docs/wiring.md, made from this file by `bms-host wiring`): the
+# board's name, the supply pin its NTC dividers hang from, and the tap dividers' bottom
+# resistor.
+WIRING = {"name": "Raspberry Pi Pico (RP2040)",
+          "ntc_top": "ADC_VREF (pin 35)", "supply_v": 3.3, "tap_r_bottom_ohm": 10000}
+
+
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
     c, p = assemble.merge(CONFIG, PINS, config, pins)
@@ -54,6 +61,8 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
     # (the first four fast ticks at 16 cells, FETs open meanwhile as at any boot)
     bank.blocking_first = False
     b.tap_ready = bank.ready
+    # each NTC every 5th fast tick (50 ms), staggered: see sensors.Board.temp_every_n
+    b.temp_every_n = 5
     return b
 
 

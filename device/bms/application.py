@@ -19,31 +19,68 @@ except ImportError:  # CPython
         return a - b
 
 from bms import backends, balancing, calfile, calstore, estimator, faultlog, model, \
-    protection, sensors, sop
+    protection, sensors, sohstore, sop
 
 FAST_MS = 10
 EST_MS = 100
 # Without a fixed cells_per_tick, an estimator tick steps cells round-robin until this
 # much of it is spent (at least one cell): the tick stays short on any board and backend,
-# and the fast tick that waits behind it stays on time (a 16-cell Pico: 3-4 cells of ~4 ms
-# per tick, each cell stepped every 0.4 s; see the README's table).
-EST_BUDGET_US = 18000
+# and the fast tick that waits behind it stays on time (a 16-cell Pico: 2-3 cells of ~4.4
+# ms per tick, each cell stepped at least every 0.8 s; see the README's table).
+EST_BUDGET_US = 14000
 FAULTLOG_PATH = "faults.json"
 EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
 UPLOAD_PATH = "cal/upload.json"
 ISSUED_PATH = "cal/issued"     # issue number of the last calibration applied over MQTT
 # Garbage collection happens at the end of an estimator tick, never in a fast tick: a
-# collection costs ~10 ms on a Pico with the app running (a whole fast tick). It runs
-# when the free heap is below what one estimator period (the tick, telemetry and ten
-# fast ticks) was seen to allocate at most (gc_need, following the largest period at
-# once and forgetting it slowly) plus GC_SLACK, so the heap never fills up (which would
-# collect in whatever allocates next, maybe a fast tick) before the next estimator tick.
-# Measured on the Pico (rp2040js, float32 boxed floats): a 16-cell pack allocates about
-# 53 KB per period (~3.4 KB per fast tick, the rest in the estimator tick), so with
-# ~95 KB free after a collection it collects every second estimator tick.
-GC_NEED_START = 16384
-GC_SLACK = 4096
+# collection costs ~12 ms on a Pico with a 16-cell app. Every gc_every-th estimator tick
+# collects. gc.mem_free() walks the whole allocation table (~2 ms on a Pico), so the heap
+# is measured only around a collection: before it, what the periods since the last one
+# allocated (gc_need: the most per estimator period, the tick, telemetry and ten fast
+# ticks; it follows a larger period at once and forgets one slowly); after it, the free
+# heap. The next interval is as many periods as fit in the free heap less GC_SLACK (so the
+# heap never fills up, which would collect in whatever allocates next, maybe a fast tick)
+# and in GC_SPAN: MicroPython allocates a call's frame from the lowest free run that fits,
+# and the further allocations have spread through the heap since the last collection, the
+# longer that search. Measured on the Pico (rp2040js): a 16-cell pack allocates ~30 KB per
+# period; collecting every second tick its fast tick peaked at 6.4 ms, every tick 3.3 ms.
+GC_NEED_START = 49152    # a cell started from its OCV at boot allocates much
+GC_SLACK = 8192
+GC_SPAN = 16384
+GC_EVERY_MAX = 50
+GC_MEASURE = 4
 _mem_free = getattr(gc, "mem_free", None)   # MicroPython only (CPython collects itself)
+# After a collection, the heap's recent part is a sieve: the boxed floats that live on
+# (attributes updated every tick) sit between one-block holes. MicroPython looks for a
+# run of free blocks from its lowest free block, and on ports without a Python stack
+# (rp2, esp32) every call of a function with more than a few locals allocates its frame
+# that way: each such call then scanned across the sieve, and the fast tick after a
+# collection took 8-9 ms instead of 4.5 on a Pico. Right after the collection, floats
+# that are dropped at once fill the one-block holes, up to where allocations come out
+# contiguous (PLUG_RUN runs of 16 in a row), so the allocator starts at free space again
+# (the fillers are garbage for the next collection). At most PLUG_MAX of them.
+PLUG_RUN = 2
+PLUG_MAX = 3000
+_BLOCK = 16 if sys.maxsize < (1 << 32) else 32   # bytes per heap block (4 words)
+
+
+def _plug_holes():
+    """Fill the heap's one-block holes with short-lived floats (see PLUG_RUN); returns how
+    many it took. MicroPython only: id() is the object's address there. id() costs as
+    much as a few floats, so it checks once per 16: 16 floats made since the last check
+    lie exactly 16 blocks on when they went into free space in a row."""
+    n = 0
+    run = 0
+    x = 0.5
+    last = id(x * 1.5)
+    while run < PLUG_RUN and n < PLUG_MAX:
+        for _ in range(15):
+            x * 1.5
+        a = id(x * 1.5)
+        run = run + 1 if a - last == 16 * _BLOCK else 0
+        last = a
+        n += 16
+    return n
 
 
 class LoopStats:
@@ -102,6 +139,8 @@ class App:
                 self.store.note = "default calibration refused: %s" % e
         self.protection = None
         self.cells = []
+        # state of health on flash (a board without a fault log file has no flash to use)
+        self.soh_store = sohstore.SohStore(sohstore.PATH if faultlog_path else None)
         self._apply_calibration()
         self.cells_per_tick = cells_per_tick   # None: as many as EST_BUDGET_US allows
         self.cell_us = 0                       # the last cell step's duration
@@ -123,8 +162,16 @@ class App:
         self.history = None  # set to [] to log (t_s, pack SOC, sigma, core degC) each second
         self._hist_ms = None
         self.gc_need = GC_NEED_START   # bytes one estimator period allocates, at most
+        self.gc_every = 1              # estimator ticks from one collection to the next
+        self._gc_ticks = 0
         self.gc_runs = 0               # collections made by _gc_step
+        self.plugged = 0               # heap holes filled after the last one
         self._gc_free = None
+        if _mem_free is not None:
+            # Setting up (the calibration, the cells) leaves the heap in holes: the first
+            # fast ticks took 5-8 ms on a Pico before the first collection (see PLUG_RUN).
+            gc.collect()
+            self.plugged = _plug_holes()
 
     # -- calibration ------------------------------------------------------------
     def _apply_calibration(self):
@@ -148,6 +195,10 @@ class App:
                 if o.ready:
                     self.cells[k].init(o.soc(), o.temp_core_c(), max(o.soc_sigma(), 0.03),
                                        False)
+                if o.nominal_ah == self.cells[k].nominal_ah:
+                    self.cells[k].cap = o.cap     # what the cell taught stays
+            if not old_cells:
+                self.soh_store.restore(self.cells, self.store.checksum)
 
     def start_telemetry(self, period_s=5, mqtt=None, serial=False, key=None):
         """Records every period_s: JSON lines on the console and/or MQTT. A calibration
@@ -192,10 +243,13 @@ class App:
         p = self.protection
         p.update(s, now_ms)
         hw = self.hw
-        if hw.charge_fet is not None:
-            hw.charge_fet.set(p.charge_fet_on)
-        if hw.discharge_fet is not None:
-            hw.discharge_fet.set(p.discharge_fet_on)
+        # a FET driver (drivers.fet.Fet) knows its state: no call when nothing changes
+        f, on = hw.charge_fet, p.charge_fet_on
+        if f is not None and getattr(f, "is_on", None) != on:
+            f.set(on)
+        f, on = hw.discharge_fet, p.discharge_fet_on
+        if f is not None and getattr(f, "is_on", None) != on:
+            f.set(on)
         self.checkins["fast"] = True
         self.fast_stats.add(ticks_diff(ticks_us(), t0))
 
@@ -227,29 +281,38 @@ class App:
         if self.log.dirty and self.log.path:
             self.log.save()
             self.log.dirty = False
+        self.soh_store.tick(self.cells, EST_MS / 1000.0, self.store.checksum)
         self._gc_step()
         self.checkins["estimator"] = True
         self.est_stats.add(ticks_diff(ticks_us(), t0))
 
     def _gc_step(self):
-        """Collect now if the next estimator period might fill the heap (see GC_SLACK)."""
+        """Collect every gc_every-th estimator tick (see GC_SPAN); set the next interval."""
         if _mem_free is None:
             return
-        free = _mem_free()
-        last = self._gc_free
+        self._gc_ticks += 1
+        if self._gc_ticks < self.gc_every:
+            return
         need = self.gc_need
-        if last is not None and free < last:
-            # allocated since the last check (no collection in between: free only fell);
-            # the estimate follows a larger period at once and forgets one slowly
-            used = last - free
+        # the allocation before the collection: measured every GC_MEASURE-th collection
+        # at most when collecting every tick (it changes slowly; the call costs ~2 ms)
+        free = _mem_free() if self.gc_every > 1 or self.gc_runs % GC_MEASURE == 0 else None
+        last = self._gc_free
+        if last is not None and free is not None and free < last:
+            # allocated per period since the last collection (nothing freed in between)
+            used = (last - free) // self._gc_ticks
             need = used if used > need else need - (need >> 6)
-            if need < GC_SLACK:
-                need = GC_SLACK
+            if need < 1024:
+                need = 1024
             self.gc_need = need
-        if free < need + GC_SLACK:
-            gc.collect()
-            self.gc_runs += 1
-            free = _mem_free()
+        gc.collect()
+        self.plugged = _plug_holes()
+        self.gc_runs += 1
+        free = _mem_free()
+        room = free - GC_SLACK
+        k = (room if room < GC_SPAN else GC_SPAN) // need
+        self.gc_every = 1 if k < 1 else (GC_EVERY_MAX if k > GC_EVERY_MAX else k)
+        self._gc_ticks = 0
         self._gc_free = free
 
     def _estimate(self, s, now_ms):
@@ -393,6 +456,8 @@ class App:
             "capacity_ah": [c.capacity_ah() for c in cells],
             "soh": min(c.soh() for c in cells) if cells else None,
             "soh_sigma": max(c.cap.soh_sigma() for c in cells) if cells else None,
+            "capacity_sigma_ah": [c.cap.sigma_ah for c in cells],
+            "r0_growth_sigma": [c.cap.r_sigma(c) for c in cells],
             "sop_dis_a": [min(c.i_dis[h] for c in cells) for h in range(len(sop.HORIZONS_S))]
             if cells else [],
             "sop_chg_a": [min(c.i_chg[h] for c in cells) for h in range(len(sop.HORIZONS_S))]
@@ -435,8 +500,8 @@ class App:
     def reset_faults(self):
         return self.protection.reset_faults(self.now_ms)
 
-    def selftest(self):
-        """Check every part once; returns {part: 'ok' or a sentence}."""
+    def selftest(self, show=True):
+        """Check every part once; returns {part: 'ok' or a sentence}, printed when show."""
         r = {}
         s = self.sensors.read(self.now_ms)
         r["current"] = "ok" if s.current_st == sensors.OK else \
@@ -454,7 +519,7 @@ class App:
             self.est_errors, self.est_error)
         ok, why = backends.available("native")
         r["native"] = "ok" if ok else why
-        for line in sorted(r):
+        for line in sorted(r) if show else ():
             print("%-13s %s" % (line, r[line]))
         return r
 

@@ -62,7 +62,7 @@ class CellEstimator:
         self.tab = [0.0] * model.NTAB
         self.rls = rls.R0Estimator(forget=RLS_FORGET, p0=RLS_P0)
         self.r0_slow = 1.0        # slow mean of the RLS factor, what the filter may use
-        self.cap = soh.CapacityEstimator(self.nominal_ah)
+        self.cap = soh.CapacityEstimator(self.nominal_ah, self.limits.get("v_max"))
         self.ah = 0.0             # charge moved (Ah, discharge positive), for SOH
         self.ready = False
         self.run_s = 0.0          # time since (re-)initialisation
@@ -188,11 +188,12 @@ class CellEstimator:
         r0_tab = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
         eta = self.tab[model.OCV] - self.out[0]
         self.eta_mv = 1000.0 * (eta if eta >= 0.0 else -eta)
-        self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab)
+        self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab, dt_s,
+                        self)
         a = dt_s / R0_FEED_TAU_S
         self.r0_slow += (self.rls.scale - self.r0_slow) * (a if a < 1.0 else 1.0)
         if self.run_s >= SETTLE_S:
-            self.cap.update(soc, self.soc_sigma(), self.ah)
+            self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
     def _header(self):
@@ -254,11 +255,7 @@ class CellEstimator:
         return self.r0_slow
 
     def capacity_ah(self):
-        # Feed the learned capacity back only once it is well determined.
-        c = self.cap
-        if c.pairs >= CAP_MIN_PAIRS and c.sigma_ah < 0.03 * self.nominal_ah:
-            return c.capacity_ah
-        return self.nominal_ah
+        return self.cap.feed_ah()   # soh.py: anchored capacity, the calibration's until then
 
     def soh(self):
         return self.cap.soh()

@@ -5,12 +5,21 @@
 # a software loop at 10 ms is too slow for a real short.
 from bms import sensors
 from bms.calfile import MAXIMA
+from bms.chemistry import LIMITS as _CHEMISTRY
 
 try:
     from time import ticks_diff as _ticks_diff
 except ImportError:  # CPython
     def _ticks_diff(a, b):
         return a - b
+
+try:
+    # min and max of the cell voltages in C (the firmware's bms_native), without boxing
+    # each value as sum/max/min over the array do (1 KB per 16-cell fast tick on a Pico)
+    from array import array as _array
+    from bms_native import extremes as _extremes
+except ImportError:
+    _extremes = None
 
 CHG = 1
 DSG = 2
@@ -43,14 +52,19 @@ SPEC = (
 )
 _SENSOR_GROUPS = ("CUR", "CELL", "TEMP")
 
-# Per-chemistry defaults used when a calibration gives no limits.
-_LIMITS = {
-    "nmc": {"v_min": 3.0, "v_max": 4.2},
-    "lfp": {"v_min": 2.5, "v_max": 3.6},
-}
+# Per-chemistry defaults used when a calibration gives no limits: the cell's voltage
+# window from the project's one chemistry table.
+_LIMITS = {k: {"v_min": v["v_min"], "v_max": v["v_max"]} for k, v in _CHEMISTRY.items()}
 _DEFAULT_LIMITS = {"i_discharge_max_a": 10.0, "i_charge_max_a": 5.0,
                    "t_charge_min_c": 0.0, "t_charge_max_c": 45.0,
                    "t_discharge_min_c": -20.0, "t_discharge_max_c": 60.0}
+
+
+# The soft over-voltage trip sits this far above the cell's charge voltage v_max: a CC-CV
+# charger holds the cell at v_max, and a trip right there latched a fault at the end of
+# every full charge (sensor noise, the charger's own tolerance). The hard trip stays at
+# the chemistry's absolute maximum (calfile.MAXIMA), and nothing passes it.
+OV_MARGIN_V = 0.02
 
 
 def build_config(cal=None, overrides=None, chemistry="nmc"):
@@ -74,7 +88,8 @@ def build_config(cal=None, overrides=None, chemistry="nmc"):
     i_dsg, i_chg = lim["i_discharge_max_a"], lim["i_charge_max_a"]
     c = {
         "chemistry": chemistry,
-        "ov_trip_v": lim["v_max"], "ov_hyst_v": 0.05, "ov_trip_ms": 1000, "ov_release_ms": 2000,
+        "ov_trip_v": lim["v_max"] + OV_MARGIN_V, "ov_hyst_v": 0.05, "ov_trip_ms": 1000,
+        "ov_release_ms": 2000,
         "ov_hard_trip_v": mx["v_max"], "ov_hard_hyst_v": 0.05, "ov_hard_trip_ms": 1000,
         "ov_hard_release_ms": 0,
         "uv_trip_v": lim["v_min"], "uv_hyst_v": 0.1, "uv_trip_ms": 2000, "uv_release_ms": 2000,
@@ -228,6 +243,7 @@ class Protection:
         self._sns_latched = 0    # bit per code index
         self._sns_now = 0
         self._vals = [0.0] * 8
+        self._ext = _array("f", [0.0, 0.0]) if _extremes is not None else None
         self._have = bytearray(8)
         self._had = bytearray(8)
         self.active = set()
@@ -309,10 +325,16 @@ class Protection:
         cs = s.cell_st
         vmax = None
         if s.n_cells and not max(cs):
-            x = sum(cv)
-            if x == x:
-                vmax = max(cv)
-                vmin = min(cv)
+            if _extremes is not None and type(cv) is _array:
+                ext = self._ext
+                if _extremes(cv, ext):
+                    vmin = ext[0]
+                    vmax = ext[1]
+            else:
+                x = sum(cv)
+                if x == x:
+                    vmax = max(cv)
+                    vmin = min(cv)
         if vmax is None:
             for k in range(s.n_cells):
                 v = cv[k]

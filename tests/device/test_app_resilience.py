@@ -127,3 +127,25 @@ def test_without_native_the_app_runs_on_ulab_and_protects():
     sb.inject("overvoltage", 0, 4.4)
     app.run_virtual(2.0)     # past the trip's debounce
     assert not app.protection.charge_fet_on
+
+
+def test_after_a_collection_the_heap_holes_are_plugged():
+    # MicroPython only (CPython's allocator is another matter): a sieve of one-block holes
+    # (every other float of a list dropped), a collection, then _plug_holes: the next
+    # allocations come out contiguous instead of one hole at a time.
+    import gc
+    import sys
+    if sys.implementation.name != "micropython":
+        return
+    x = 0.25
+    sieve = [x * k for k in range(400)]
+    for k in range(0, 400, 2):
+        sieve[k] = None
+    gc.collect()
+    n = application._plug_holes()
+    assert 16 * application.PLUG_RUN <= n <= application.PLUG_MAX + 16, n
+    a = [id(x * 1.5) for _ in range(8)]
+    steps = [a[k + 1] - a[k] for k in range(7)]
+    # the list [id...] itself may take a block between two floats, never a hole each
+    assert steps.count(application._BLOCK) >= 5, steps
+    del sieve

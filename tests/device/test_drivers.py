@@ -391,3 +391,33 @@ def test_ads1115_tap_bank_waits_when_scanned_again_within_a_conversion():
     bank.scan()
     assert ("r", 0x48, 0x01) in bus.log      # the OS bit checked before the result is read
     assert bus.log.index(("r", 0x48, 0x01)) < bus.log.index(("r", 0x48, 0x00))
+
+
+def test_ads1115_tap_bank_read_into_same_in_c_and_python():
+    # With the firmware's bms_native.taps the bank's read_into runs in C; without it (or
+    # with it switched off here) in Python: the same voltages and statuses, bit for bit.
+    from array import array
+    bus, sims, bank, set_taps = _pipeline_rig(10)
+    for k in range(10):
+        sims[k // 4].set_input_v(k % 4, 0.37 * (k + 1) - 0.013 * k)
+    bank.scan_all()
+    bus.unplug(0x49)
+    bank.scan_all()
+    bus.plug(0x49)
+    bank.code[1] = -32768
+    bank.code[9] = 32767
+    got = []
+    saved = ads1115._native_taps
+    try:
+        for native in (saved, None):
+            ads1115._native_taps = native
+            v, st = array("f", [0.0] * 10), bytearray(10)
+            bank.read_into(v, st)
+            got.append(([x for x in v], list(st)))
+    finally:
+        ads1115._native_taps = saved
+    (va, sa), (vb, sb) = got
+    assert sa == sb == [0] * 4 + [1] * 4 + [0] * 2, (sa, sb)
+    for k in range(10):
+        assert (va[k] == vb[k]) or (va[k] != va[k] and vb[k] != vb[k]), (k, va[k], vb[k])
+    assert va[1] < 0 and va[9] > 0 and va[4] != va[4]

@@ -1,10 +1,10 @@
 # Device-side tests of the estimator parts: UKF convergence and honesty, NaN skip, RLS,
-# SOH capacity, SOP against the model, long-run finiteness. Plain test_* functions with
+# SOP against the model, long-run finiteness (SOH: test_soh.py). Plain test_* functions with
 # bare asserts: they run under CPython (pytest) and MicroPython (mpy_runner).
 import math
 import sys
 
-from bms import backends, estimator, model, rls, soh, sop, ukf
+from bms import backends, estimator, model, rls, sop, ukf
 from sim import sample_cal
 
 MPY = sys.implementation.name == "micropython"
@@ -93,33 +93,6 @@ def test_rls_tracks_a_50_percent_step_in_r0_within_10_minutes():
         if k == t_step - 1:
             assert abs(r.scale - 1.0) < 0.05, r.scale
     assert abs(r.scale - 1.5) < 0.075, r.scale
-
-
-def test_soh_recovers_10_percent_capacity_fade():
-    # The filter's SOC error is slow (model bias), not white: model it as a smooth
-    # error of up to 0.5 % SOC (sigma 1 %) on the plant's SOC. (White per-sample noise biases the
-    # segment ends, since a segment closes when the noisy SOC first crosses the swing.)
-    true_ah = 0.9 * CAP
-    plant = _plant(0.95, cap_ah=true_ah)
-    c = soh.CapacityEstimator(CAP)
-    ah = 0.0
-    sigma = 0.01
-    direction = 1.0
-    n = 0
-    while c.pairs < 40 and n < 200000:
-        # Full-ish cycles: drive down to 15 %, then charge back to 95 %.
-        if plant.soc < 0.15:
-            direction = -1.0
-        elif plant.soc > 0.95:
-            direction = 1.0
-        i = direction * 5.0
-        plant.step(i, 25.0, 10.0)
-        ah += i * 10.0 / 3600.0
-        c.update(plant.soc + 0.5 * sigma * math.sin(n / 170.0), sigma, ah)
-        n += 1
-    assert c.pairs >= 40, c.pairs
-    assert abs(c.capacity_ah - true_ah) <= c.sigma_ah, (c.capacity_ah, c.sigma_ah)
-    assert abs(c.soh() - 0.9) < 0.03, c.soh()
 
 
 def test_sop_limits_never_cross_voltage_limits():

@@ -108,7 +108,7 @@ def test_soft_over_voltage_stays_latched_until_reset():
     p, log = _prot()
     s = _sample()
     _run(p, s, 0, 100)
-    s.cell_v[0] = 4.22            # above 4.2 soft limit, below the hard 4.25
+    s.cell_v[0] = 4.23            # above the 4.22 soft trip, below the hard 4.25
     _run(p, s, 110, 1110)
     assert not p.charge_fet_on and p.discharge_fet_on and p.active == {"OV"}
     s.cell_v[0] = 4.1             # the cell relaxes: the fault holds
@@ -320,15 +320,16 @@ def test_config_from_calibration_is_clamped_to_chemistry_maxima():
     c = protection.build_config(wide, {"ov_hard_trip_v": 5.0, "ov_trip_v": 4.3})
     assert c["ov_hard_trip_v"] == 4.25 and c["ov_trip_v"] == 4.25
     lfp = protection.build_config({"cell": {"chemistry": "lfp"}, "limits": {"v_max": 3.8}})
-    assert lfp["ov_trip_v"] == 3.65 and lfp["uv_trip_v"] == 2.5
+    assert lfp["ov_trip_v"] == 3.65 and lfp["uv_trip_v"] == 2.0
     d = protection.build_config()
-    assert d["ov_trip_v"] == 4.2 and d["ut_chg_trip_c"] == 0.0
+    # the soft trip sits OV_MARGIN_V above the charge voltage a CC-CV charger holds
+    assert abs(d["ov_trip_v"] - 4.22) < 1e-9 and d["ut_chg_trip_c"] == 0.0
 
 
 def test_config_errors_are_one_sentence():
     for args in (({"cell": {"chemistry": "lead"}},), (None, {"ov_trip": 4.1}),
                  ({"limits": {"v_max": "high"}},), (None, {"ov_trip_ms": -5}),
-                 (None, {"ov_trip_v": 3.0})):
+                 (None, {"ov_trip_v": 2.5})):
         try:
             protection.build_config(*args)
             msg = ""
@@ -344,11 +345,24 @@ def test_a_sample_without_thermometers_is_a_sensor_fault():
     assert "TEMP_MISSING" in p.active and not p.charge_fet_on and not p.discharge_fet_on
 
 
+def test_a_cv_charge_at_the_charge_voltage_does_not_trip():
+    p, log = _prot()
+    s = _sample(i=-0.5)          # the taper current of a CC-CV charge
+    noise = (0.0, 0.004, -0.004, 0.002, 0.005, -0.003)   # reading noise, V
+    t = 0
+    for k in range(6000):        # a minute at v_max = 4.2 V from a charger 8 mV high
+        s.cell_v[0] = 4.208 + noise[k % len(noise)]
+        s.t_ms = t
+        p.update(s, t)
+        t += TICK
+    assert p.charge_fet_on and not p.active and len(log) == 0
+
+
 def test_new_config_inherits_latched_faults():
     p, log = _prot()
     s = _sample()
     _run(p, s, 0, 100)
-    s.cell_v[0] = 4.22
+    s.cell_v[0] = 4.23
     _run(p, s, 110, 1200)
     s.current_st = sensors.MISSING
     _run(p, s, 1210, 1210)
@@ -495,3 +509,24 @@ def test_pipelined_taps_a_chip_failing_at_boot_reads_missing_not_no_data():
     assert [k for k in range(16) if s.cell_st[k] == sensors.MISSING] == [12, 13, 14, 15]
     assert "CELL_MISSING" in pk.prot.active and "NO_DATA" not in pk.prot.active
     assert not pk.prot.charge_fet_on and not pk.prot.discharge_fet_on
+
+
+def test_native_cell_extremes_match_sum_max_min():
+    # bms_native.extremes (firmware only) stands for sum/max/min over the cell voltages:
+    # True with the same min and max exactly when their sum is a number.
+    from array import array
+    if protection._extremes is None:
+        return
+    inf, nan = float("inf"), float("nan")
+    cases = ([3.7], [3.7, 3.6, 4.1, 2.9], [4.2, -0.0, 0.0, 1e-30], [3.7, inf], [-inf, 3.7],
+             [inf, -inf], [3.7, nan], [nan], [3.3, 3.3, 3.3], [inf, inf, 1.0])
+    for v in cases:
+        a = array("f", v)
+        out = array("f", [9.0, 9.0])
+        ok = protection._extremes(a, out)
+        x = sum(a)
+        assert ok == (x == x), v
+        if ok:
+            assert out[0] == min(a) and out[1] == max(a), (v, list(out))
+        else:
+            assert list(out) == [9.0, 9.0], v

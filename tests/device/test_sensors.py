@@ -199,3 +199,112 @@ def test_board_and_config_errors_are_one_sentence():
     except ValueError as e:
         msg = str(e)
     assert "unknown config key 'stuck_samples'" in msg
+
+
+class _Taps:
+    """A board's tap_read: tap voltages and statuses set by the test."""
+
+    def __init__(self, n):
+        self.v = [0.0] * n
+        self.st = [0] * n
+
+    def read_into(self, tap_v, tap_st):
+        for k in range(len(self.v)):
+            tap_v[k] = self.v[k]
+            tap_st[k] = self.st[k]
+
+
+def _pair(stacked):
+    """Two sensors on twin boards: the firmware's C cell loop (when it has one) and the
+    Python loop; both get the same tap readings."""
+    out = []
+    for native in (True, False):
+        taps = _Taps(6)
+        b = sensors.Board(_Seq([1.0, 1.1]), [_Seq([0.0])] * 6, [_Seq([25.0])], stacked=stacked)
+        b.tap_read = taps.read_into
+        s = sensors.Sensors(b, {"stuck_n": 4, "implausible_hold_n": 2})
+        if not native:
+            s.native = None
+        out.append((s, taps))
+    return out
+
+
+def test_native_cell_loop_matches_the_python_one():
+    # Without bms_native.cells (CPython, the PyPI unix port) both run the Python loop and
+    # agree trivially; in the firmware runtimes this compares C with Python.
+    nan = float("nan")
+    seed = [12345]
+
+    def rnd():
+        seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return seed[0] / 2147483648.0
+
+    for stacked in (True, False):
+        pair = _pair(stacked)
+        for step in range(300):
+            r = rnd()
+            cells = [3.0 + 1.2 * rnd() for _ in range(6)]
+            if r < 0.1:
+                cells[int(rnd() * 6)] = 0.1 * rnd()       # open
+            elif r < 0.2:
+                cells[int(rnd() * 6)] = 5.0 + rnd()       # out of range
+            elif r < 0.4:
+                cells = [3.7] * 6                         # steady: repeat counts grow
+            taps, st = [], []
+            acc = 0.0
+            for k in range(6):
+                acc += cells[k]
+                taps.append(acc if stacked else cells[k])
+                x = rnd()
+                st.append(sensors.MISSING if x < 0.03 else 0)
+                if 0.03 <= x < 0.06:
+                    taps[k] = nan
+            for s, t in pair:
+                t.v = list(taps)
+                t.st = list(st)
+                s.read(step * 10)
+            (a, _), (b, _) = pair
+            sa, sb = a.sample, b.sample
+            for k in range(6):
+                va, vb = sa.cell_v[k], sb.cell_v[k]
+                assert (va == vb) or (va != va and vb != vb), (stacked, step, k, va, vb)
+                assert sa.cell_st[k] == sb.cell_st[k], (stacked, step, k, list(sa.cell_st),
+                                                        list(sb.cell_st))
+                assert a._rep_v[k] == b._rep_v[k] and a._odd_v[k] == b._odd_v[k]
+                assert a._last_v[k] == b._last_v[k]
+                assert a._tap_st[k] == b._tap_st[k]
+
+
+def test_temperatures_read_every_nth_tick_staggered_and_stuck_in_the_same_time():
+    reads = [0, 0]
+
+    def reader(j, values):
+        def read_c():
+            reads[j] += 1
+            return values[j]
+        return read_c
+
+    for every in (1, 5):
+        vals = [25.0, 30.0]
+        temps = [_Seq([0.0]), _Seq([0.0])]
+        for j in range(2):
+            temps[j].read_c = reader(j, vals)
+        b = sensors.Board(_Seq([0.5, 0.6]), [_Seq([3.7])], temps)
+        b.temp_every_n = every
+        sen = sensors.Sensors(b, {"stuck_n": 100})
+        reads[0] = reads[1] = 0
+        first = sen.read(0)
+        # the first sample reads every sensor: no sensor starts out MISSING
+        assert list(first.temp_st) == [sensors.OK, sensors.OK], (every, list(first.temp_st))
+        assert reads == [1, 1], (every, reads)
+        stuck_at = None
+        for t in range(1, 300):
+            vals[1] = 30.0 + 0.5 * t     # sensor 1 heats, sensor 0 stays put: stuck
+            st = sen.read(t * 10).temp_st
+            if stuck_at is None and st[0] == sensors.STUCK:
+                stuck_at = t
+        # each sensor once per `every` ticks, on ticks of its own
+        assert reads[0] in (1 + 299 // every, 2 + 299 // every), (every, reads)
+        assert abs(reads[0] - reads[1]) <= 1, (every, reads)
+        # stuck_n counts fast ticks: found after ~100 ticks, whatever `every` is
+        assert stuck_at is not None and 95 <= stuck_at <= 110, (every, stuck_at)
