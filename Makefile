@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 export PYBAMM_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: setup apt demo test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry bench-target \
-        calibration firmware unix-port deploy clean
+.PHONY: setup apt demo demo-aging test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging \
+        calibration calibration-real bench-real firmware unix-port deploy clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ apt:
 demo: $(STAMP)
 	$(BIN)/bms-host demo --out out/demo
 
+# the simulated device on the LG M50 ageing from 100 to 80 % (two virtual days at each of
+# four levels), recorded with `bms-host record --port`, then `bms-host report` with the
+# SOH trend and the remaining life (out/demo-aging/report)
+demo-aging: $(STAMP)
+	$(BIN)/python -m bms_host.demo_aging --out out/demo-aging
+
 # Firmware from real sources (../shared/vendor, or MPY_DIR/ULAB_DIR): the float32 unix
 # port, qemu Cortex-M3 and Raspberry Pi Pico, each with ulab and bms_native. Incremental;
 # without sources it says so in one line and the firmware tests skip.
@@ -40,7 +46,7 @@ test: $(STAMP) apt firmware-test-builds
 	mkdir -p build/tmp
 	TMPDIR=$(CURDIR)/build/tmp $(BIN)/pytest
 
-bench: bench-accuracy bench-speed bench-telemetry bench-target
+bench: bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging
 
 bench-accuracy: $(STAMP)
 	$(BIN)/bms-host bench accuracy
@@ -53,6 +59,16 @@ bench-speed: $(STAMP) apt
 bench-telemetry: $(STAMP) apt
 	$(BIN)/bms-host bench telemetry
 
+# 1000 simulated devices -> mosquitto -> two recorder workers -> PostgreSQL, with a broker
+# restart and a killed worker during the run
+bench-fleet: $(STAMP) apt
+	$(BIN)/bms-host bench fleet
+
+# state of health on the LG M50 aged to ~95/87/80 % and fresh, 4 days of a maker's use
+# (data/lgm50_aged*), with the fresh calibration
+bench-aging: $(STAMP)
+	$(BIN)/bms-host bench aging
+
 # the application on the Pico firmware in rp2040js: tick times and heap, 1/4/16 cells
 bench-target: $(STAMP) apt
 	$(BIN)/bms-host bench target
@@ -62,6 +78,16 @@ calibration: $(STAMP)
 	$(BIN)/bms-host fit data/lgm50 --out calibration/lgm50.json --options calibration/options/lgm50.json
 	$(BIN)/bms-host synth --cell lfp --out data/lfp
 	$(BIN)/bms-host fit data/lfp --out calibration/lfp.json
+
+# A real LG M50 measured in a lab: the cycler exports as they are (read its README.md)
+MEASURED ?= ../shared/data/lgm50_measured
+
+calibration-real: $(STAMP)
+	$(BIN)/bms-host fit $(MEASURED) --out calibration/lgm50_measured.json
+
+# fit on two of 0/25/45 degC, SOC and pulse voltage on the third (about 10 minutes)
+bench-real: $(STAMP)
+	$(BIN)/bms-host bench real --data $(MEASURED)
 
 # ---- Firmware with ulab and the native filter (device/native). Uses your own MicroPython
 # and ulab checkouts and downloads nothing: fetch the port's submodules (and, for ESP32,
@@ -107,15 +133,29 @@ unix-port:
 clean:
 	rm -rf build out .pytest_cache
 
-# Copy device code, the board's files and a calibration to a board with mpremote.
-BOARD ?= pico
+# Copy what ships to a board with mpremote: the `bms` package, the drivers that
+# boards/device_manifest.py freezes (not the host-only simulated bus), the board's pin map,
+# main.py and a calibration. BOARD is pico or esp32 (the firmware's RPI_PICO*/ESP32* names
+# work too); CONFIG=config.json adds Wi-Fi/MQTT settings and the MQTT client (see README).
+DEPLOY_DRIVERS := __init__.py assemble.py ina226.py ina228.py ads1115.py adc_taps.py ntc.py fet.py
 CAL ?= lgm50
+DEPLOY_QUIET := import sys; b = sys.modules.get('bms'); t = b and b.app and b.app.tel; t and setattr(t, 'serial', False)
+deploy: DEPLOY_BOARD = $(if $(filter RPI_PICO%,$(BOARD)),pico,$(if $(filter ESP32%,$(BOARD)),esp32,$(BOARD)))
 deploy: $(STAMP)
-	@test -n "$(PORT)" || { echo "deploy: give the board's port: make deploy PORT=/dev/ttyACM0 BOARD=pico|esp32"; exit 2; }
-	@test -f boards/$(BOARD)/board.py || { echo "deploy: no board '$(BOARD)'; choose pico or esp32"; exit 2; }
-	for d in cal bms drivers; do $(BIN)/mpremote connect $(PORT) mkdir :$$d 2>/dev/null || true; done
-	$(BIN)/mpremote connect $(PORT) cp device/bms/*.py :bms/ + cp boards/drivers/*.py :drivers/ \
-	  + cp boards/$(BOARD)/board.py :board.py + cp calibration/$(CAL).json :cal/active.json \
+	@test -n "$(PORT)" || { echo "deploy: give the board's port: make deploy PORT=/dev/ttyACM0 BOARD=pico|esp32" >&2; exit 2; }
+	@test -f boards/$(DEPLOY_BOARD)/board.py || { echo "deploy: there is no board '$(BOARD)': use BOARD=pico or BOARD=esp32" >&2; exit 2; }
+	@test -f calibration/$(CAL).json || { echo "deploy: there is no calibration/$(CAL).json: use CAL=lgm50 or CAL=lfp" >&2; exit 2; }
+	@test -z "$(CONFIG)" -o -f "$(CONFIG)" || { echo "deploy: CONFIG=$(CONFIG) does not exist: give the path of your config.json" >&2; exit 2; }
+	@$(if $(filter file,$(origin BOARD)),echo "deploy: no BOARD given: deploying for the Pico (add BOARD=esp32 for an ESP32)")
+	$(if $(CONFIG),$(BIN)/python -m bms_host.mpylib >/dev/null)
+	@# `resume`: no soft reset, which would stop a running BMS and leave its watchdog to
+	@# reset the board mid-copy; its console records are switched off until the reset
+	-$(BIN)/mpremote connect $(PORT) resume exec "$(DEPLOY_QUIET)"
+	for d in cal bms drivers $(if $(CONFIG),lib); do $(BIN)/mpremote connect $(PORT) resume mkdir :$$d 2>/dev/null || true; done
+	$(BIN)/mpremote connect $(PORT) resume cp device/bms/*.py :bms/ \
+	  + cp $(addprefix boards/drivers/,$(DEPLOY_DRIVERS)) :drivers/ \
+	  + cp boards/$(DEPLOY_BOARD)/board.py :board.py + cp calibration/$(CAL).json :cal/active.json \
+	  $(if $(CONFIG),+ cp $(CONFIG) :config.json + cp -r $(addprefix build/mpylib/,chumicro_mqtt chumicro_sockets chumicro_timing chumicro_config) :lib/) \
 	  + cp boards/main.py :main.py + reset
 
 package.json: tools/gen_package_json.py $(wildcard device/bms/*.py boards/drivers/*.py)

@@ -138,3 +138,126 @@ def test_bad_run_arguments_get_one_sentence(tmp_path, arg):
             msg = str(e.value)
             assert "run(seconds) takes a number of seconds" in msg, msg
             assert "Traceback" not in msg, msg
+
+
+def _console(port):
+    """The maker's terminal on the port: send a line, read what comes back."""
+    import select
+
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+
+    def say(line, wait=3.0, until=b">>> "):
+        if line is not None:
+            os.write(fd, line.encode() + b"\r")
+        buf = b""
+        end = time.time() + wait
+        while time.time() < end and not buf.endswith(until):
+            if select.select([fd], [], [], 0.1)[0]:
+                buf += os.read(fd, 4096)
+        return buf
+    return fd, say
+
+
+def test_repl_output_ends_lines_with_cr_lf_and_prints_tables_without_a_dict(tmp_path):
+    with SimDevice(flash=str(tmp_path / "flash")) as sim:
+        sim.wait_ready()
+        fd, say = _console(sim.port)
+        try:
+            seen = say("") + say("import bms") + say("for k in range(3): print(k)", 1.0)
+            seen += say("", 2.0)
+            for cmd, words in (("bms.status()", b"faults:"), ("bms.faults()", b""),
+                               ("bms.selftest()", b"current"), ("bms.run(1)", b"")):
+                out = say(cmd, 10.0)
+                assert words in out, (cmd, out)
+                if cmd != "bms.run(1)":
+                    assert b"{" not in out and b"[(" not in out, (cmd, out)  # no echo
+                seen += out
+            out = say("bms.status(False)['cells']", 5.0)   # the data when asked
+            assert b"\r\n1\r\n" in out, out
+            seen += out
+        finally:
+            os.close(fd)
+        assert b"0\r\n1\r\n2\r\n" in seen, seen
+        # no staircase: every line feed comes after a carriage return
+        assert seen.count(b"\n") > 10 and seen.count(b"\n") == seen.count(b"\r\n"), seen
+
+
+def test_status_faults_selftest_return_data_only_when_asked(tmp_path):
+    with SimDevice(flash=str(tmp_path / "flash")) as sim:
+        sim.wait_ready()
+        with Device(sim.port) as d:
+            d.exec("import bms\nbms.run(1)")
+            for f in ("status", "faults", "selftest"):
+                assert d.exec("print(repr(bms.%s()))" % f).strip().endswith("\nNone"), f
+                assert d.exec("bms.%s(show=False)" % f) == "", f   # data, printed nothing
+            st = d.eval("bms.status(show=False)")
+            assert st["cells"] == 1 and st["t_ms"] == 1000
+            assert d.eval("bms.selftest(show=False)")["current"] == "ok"
+            assert isinstance(d.eval("bms.faults(show=False)"), list)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LGM50 = ROOT / "calibration" / "lgm50.json"
+BMS_HOST = str(Path(sys.executable).parent / "bms-host")
+
+
+def _bad_inputs(tmp_path):
+    from bms_host.calibration import encode, read_calibration
+
+    cal, _ = read_calibration(LGM50)
+    cal["tables"]["r0_ohm"][0][0] = float("nan")   # a fit gone wrong, checksum and all
+    (tmp_path / "nan.json").write_text(encode(cal))
+    (tmp_path / "truncated.json").write_bytes(LGM50.read_bytes()[:5000])
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("time_s,current_a\n")
+    (tmp_path / "milliamps.csv").write_text(
+        "time_s,current_a\n" + "".join("%d,%d\n" % (k, 5000 * (k % 2)) for k in range(50)))
+    return [("--calibration", "nan.json", "non-finite"),
+            ("--calibration", "truncated.json", "cut short"),
+            ("--calibration", "binary.json", "binary data"),
+            ("--trace", "empty.csv", "is empty"),
+            ("--trace", "header.csv", "no data rows"),
+            ("--trace", "milliamps.csv", "milliamperes")]
+
+
+def test_sim_with_a_bad_calibration_or_trace_exits_with_the_reason(tmp_path):
+    for option, name, words in _bad_inputs(tmp_path):
+        r = subprocess.run([BMS_HOST, "sim", option, str(tmp_path / name), "--flash",
+                            str(tmp_path / "flash")], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (name, r)
+        assert "port:" not in r.stdout, (name, r.stdout)
+        err = r.stderr.strip()
+        assert words in err and len(err.splitlines()) == 1, (name, err)
+
+
+def test_a_bms_that_did_not_start_on_the_board_is_reported(tmp_path):
+    cal = tmp_path / "cal.json"
+    cal.write_bytes(LGM50.read_bytes())
+    sim = SimDevice(calibration=str(cal), flash=str(tmp_path / "flash"))
+    try:
+        cal.write_bytes(LGM50.read_bytes()[:5000])   # changed after the host's check
+        sim.boot()
+        sim.wait_ready()
+        why = sim.boot_error()
+        assert why and "cut short" in why, why
+    finally:
+        sim.stop()
+    with SimDevice(calibration=str(LGM50), flash=str(tmp_path / "flash2")) as sim:
+        sim.wait_ready()
+        assert sim.boot_error() is None
+
+
+def test_sim_takes_a_calibration_reformatted_by_json_tool(tmp_path):
+    from bms_host.calibration import read_calibration
+
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(subprocess.run([sys.executable, "-m", "json.tool", str(LGM50)],
+                                     capture_output=True, text=True, check=True).stdout)
+    with SimDevice(calibration=str(pretty), flash=str(tmp_path / "flash")) as sim:
+        sim.wait_ready()
+        assert sim.boot_error() is None
+        with Device(sim.port) as d:
+            assert d.eval("__import__('bms').cal_info()['checksum']") == \
+                read_calibration(LGM50)[1]

@@ -10,6 +10,48 @@ from pico import board as pico
 
 AMBIENT_C = 25.0
 
+# Resistance growth that comes with a capacity fade: the LG M50 aged by `bms-host synth
+# --aged-use` (loss of active material with its lithium, loss of lithium to SEI, the SEI
+# film's resistance), (capacity retention, 10 s pulse resistance over the fresh cell's)
+# from its levels' manifests; linear between them, the end slopes beyond.
+AGE_GROWTH = ((0.803, 1.3747), (0.8724, 1.2418), (0.9525, 1.1225), (1.0, 1.0))
+_R_TABLES = ("r0_ohm", "r0c_ohm", "r1_ohm", "r2_ohm", "r2c_ohm", "rh_ohm")
+
+
+def growth_for(retention):
+    """The resistance growth AGE_GROWTH gives a cell at this capacity retention."""
+    g = AGE_GROWTH
+    k = 0
+    while k < len(g) - 2 and retention > g[k + 1][0]:
+        k += 1
+    (x0, y0), (x1, y1) = g[k], g[k + 1]
+    return y0 + (y1 - y0) * (retention - x0) / (x1 - x0)
+
+
+def aged(cal, retention, growth=None):
+    """A copy of calibration cal for the same cell aged: its capacity times retention, its
+    resistances times growth (default growth_for(retention)) and its exchange current
+    over it. The OCV against SOC and the time constants stay (an approximation: the
+    electrodes' loss shifts the OCV curve a little, which the recorded aged cells show)."""
+    if not 0.3 <= retention <= 1.0:
+        raise ValueError("sim: the age (capacity retention) must be from 0.3 to 1, got %r"
+                         % (retention,))
+    g = growth_for(retention) if growth is None else growth
+    if not 1.0 <= g <= 5.0:
+        raise ValueError("sim: the resistance growth must be from 1 to 5, got %r" % (g,))
+    tab = dict(cal["tables"])
+    for name in _R_TABLES:
+        if name in tab:
+            tab[name] = [[v * g for v in row] for row in tab[name]]
+    if "i0_a" in tab:
+        tab["i0_a"] = [[v / g for v in row] for row in tab["i0_a"]]
+    cell = dict(cal["cell"])
+    cell["capacity_ah"] = cell["capacity_ah"] * retention
+    out = dict(cal)
+    out["tables"] = tab
+    out["cell"] = cell
+    return out
+
 
 class SimPin:
     def __init__(self, value=0):
@@ -87,7 +129,8 @@ class Plant:
     """Series cells with spread, one current, one ambient; surface temperatures read
     by the NTCs."""
 
-    def __init__(self, cal, cells, soc=0.8, ambient_c=AMBIENT_C):
+    def __init__(self, cal, cells, soc=0.8, ambient_c=AMBIENT_C, cv_v=None):
+        self.cv_v = cv_v   # a CC-CV charger's voltage per cell, or None (see advance)
         self.cells = []
         for k in range(cells):
             # A little spread so balancing and weakest-cell logic have work to do.
@@ -101,12 +144,36 @@ class Plant:
         for k in range(cells):
             self.v[k] = self.cells[k].step(0.0, ambient_c, 1e-3)
 
-    def advance(self, dt_s, current_a, ambient_c):
-        self.current_a = current_a
-        self.ambient_c = ambient_c
+    def _step(self, dt_s, current_a, ambient_c):
         for k in range(len(self.cells)):
             i = current_a + (0.05 if self.bleed[k] else 0.0)  # bleeder draws 50 mA
             self.v[k] = self.cells[k].step(i, ambient_c, dt_s)
+        return sum(self.v)
+
+    def _state(self):
+        return [(c.soc, c.v1, c.v2, c.tc, c.ts, c.p[model.SHIFT]) for c in self.cells]
+
+    def _restore(self, st):
+        for k in range(len(st)):
+            c = self.cells[k]
+            c.soc, c.v1, c.v2, c.tc, c.ts, c.p[model.SHIFT] = st[k]
+
+    def advance(self, dt_s, current_a, ambient_c):
+        self.ambient_c = ambient_c
+        st = self._state() if self.cv_v is not None and current_a < 0.0 else None
+        v = self._step(dt_s, current_a, ambient_c)
+        limit = None if st is None else self.cv_v * len(self.cells)
+        if limit is not None and v > limit:
+            # The charger holds the pack at cv_v per cell (CC-CV): the current that puts it
+            # there, from the voltages at no current and at the offered one (linear in the
+            # current over a step), so the charge current tapers as the cells fill.
+            self._restore(st)
+            v0 = self._step(dt_s, 0.0, ambient_c)
+            self._restore(st)
+            f = (limit - v0) / (v - v0) if v != v0 else 0.0
+            current_a *= 0.0 if f < 0.0 else f
+            self._step(dt_s, current_a, ambient_c)
+        self.current_a = current_a
         self.t_s += dt_s
 
 
@@ -114,7 +181,7 @@ class SimBoard:
     """Builds the Pico board on simulated parts; advance(dt) moves the plant and
     writes the physical values into the simulated devices."""
 
-    def __init__(self, cells=1, trace=None, cal=None, soc=0.8):
+    def __init__(self, cells=1, trace=None, cal=None, soc=0.8, age=None, cv_v=None):
         self.i2c = sim_i2c.SimI2C()
         self.ina = sim_i2c.SimINA226(0x40, 0.002)
         self.ina.noise_lsb = 1  # real converters dither; a bit-exact value reads as stuck
@@ -137,6 +204,11 @@ class SimBoard:
         self.plant = None
         self.faults = {}
         self.soc = soc
+        self.age = age      # (capacity retention, resistance growth or None), or None
+        self.cv_v = cv_v
+        if age is not None and self.trace is not None and self.trace.playback:
+            raise ValueError("sim: an age applies to the model plant; a trace with voltage_v "
+                             "and temperature_c plays its recorded cell as it is")
         self._stdin_poll = None
         self.set_calibration(cal)
 
@@ -166,11 +238,14 @@ class SimBoard:
         return read
 
     def set_calibration(self, cal):
-        """The plant is the calibrated model (a sample cell when there is none)."""
+        """The plant is the calibrated model (a sample cell when there is none), aged
+        when the board was given an age."""
         if cal is None:
             from sim import sample_cal
             cal = sample_cal.calibration()
-        self.plant = Plant(cal, self.cells, self.soc)
+        if self.age is not None:
+            cal = aged(cal, self.age[0], self.age[1])
+        self.plant = Plant(cal, self.cells, self.soc, AMBIENT_C, self.cv_v)
         self._write()
 
     # -- fault injection ---------------------------------------------------------
@@ -245,9 +320,83 @@ class SimBoard:
     def ambient_c(self):
         return self.plant.ambient_c
 
+    # -- fast virtual time -----------------------------------------------------------
+    def next_step_s(self, max_s):
+        """Seconds to the end of the trace row in force (its current is constant up to
+        there), at most max_s; max_s without a trace or past its end."""
+        tr = self.trace
+        t = self.plant.t_s
+        if tr is None or t >= tr.t[-1]:
+            return max_s
+        dt = tr.t[tr.row(t + 1e-6)] - t
+        return dt if 0.0 < dt < max_s else max_s
 
-def make_board(cells=1, trace=None, cal_path=None, soc=0.8):
+    def run_fast(self, app, seconds, max_step_s=30.0):
+        """Advance plant and BMS by `seconds` of virtual time in steps of up to max_step_s,
+        each ending where the trace's current changes: one sensor read and one estimator
+        step per step (a board reads every 10 ms and estimates every 100 ms; with a trace
+        sampled at 1 s on the move and 30 s at rest this runs days in minutes and counts
+        the same charge). Ctrl-C stops it between two steps."""
+        from bms.application import FAST_MS
+
+        for x, what in ((seconds, "seconds"), (max_step_s, "step")):
+            if not isinstance(x, (int, float)) or isinstance(x, bool) or not x == x:
+                raise ValueError("run(seconds, step) takes numbers of seconds, e.g. "
+                                 "bms.run(86400, 30); got %s=%r" % (what, x))
+        if not 0 <= seconds <= 1e7 or not FAST_MS / 1000.0 <= max_step_s <= 600:
+            raise ValueError("run(seconds, step): seconds from 0 to 1e7 and a step from "
+                             "%g to 600 s; got %r, %r" % (FAST_MS / 1000.0, seconds, max_step_s))
+        # The taps are read as a pipeline over fast ticks (each scan reads what the last
+        # one started, one input per ADC: drivers/ads1115.TapBank), and the NTCs in turn:
+        # these ticks at the end of a step refresh every reading before the estimator
+        # sees them, or it would pair a step's current with the last step's voltage.
+        pre = (4 if self.cells > 4 else self.cells) + self.n_ntc
+        left = int(seconds * 1000 + 0.5)
+        n = 0
+        while left > 0:
+            if n % 10 == 0 and self.interrupted():
+                raise KeyboardInterrupt
+            n += 1
+            dt = int(self.next_step_s(max_step_s) * 1000 + 0.5)
+            dt = left if dt > left else (FAST_MS if dt < FAST_MS else dt)
+            left -= dt
+            self.advance(dt / 1000.0)
+            t = app.now_ms + dt
+            if dt > (pre + 1) * FAST_MS:
+                for j in range(pre, 0, -1):
+                    app.fast_tick(t - j * FAST_MS)
+            st = app.soh_store
+            before = st.run_s
+            app.service(t)
+            # The state-of-health store counts running time (for its hourly save and its
+            # bounded change per day) by estimator ticks; a step is one tick: the rest of
+            # its time is counted here (nothing when the store counted it all, or saved).
+            missing = dt / 1000.0 - (st.run_s - before)
+            if st.run_s > before and missing > 0.0:
+                st.tick(app.cells, missing, app.store.checksum)
+        return app.now_ms
+
+
+def parse_age(text):
+    """(retention, growth or None) from "0.87" or "0.87:1.3"; None for an empty text."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) > 2:
+            raise ValueError
+        ret = float(parts[0])
+        g = float(parts[1]) if len(parts) == 2 else None
+    except ValueError:
+        raise ValueError("sim: an age is a capacity retention, optionally with a resistance "
+                         "growth: 0.87 or 0.87:1.3; got %r" % (text,)) from None
+    aged({"tables": {}, "cell": {"capacity_ah": 1.0}}, ret, g)   # checks the ranges
+    return ret, g
+
+
+def make_board(cells=1, trace=None, cal_path=None, soc=0.8, age=None, cv_v=None):
     cal = None
     if cal_path:
         cal = calfile.load(cal_path)[0]
-    return SimBoard(cells, trace, cal, soc)
+    return SimBoard(cells, trace, cal, soc, parse_age(age) if isinstance(age, str) else age,
+                    cv_v)

@@ -1,5 +1,13 @@
-# Telemetry: one record every period, as a JSON line on the serial console ("TEL " prefix,
-# so a host can tell records from REPL chatter) and published over MQTT (QoS 1).
+# Telemetry: one record every period, as a JSON line on the serial console and published
+# over MQTT (QoS 1). On the console a record is "\x1eTEL {...}\n": the record separator
+# byte never occurs in REPL output (repr() escapes it), so a host sharing the line with
+# mpremote's raw REPL (bms-host record --port) can lift records out of the byte stream
+# wherever they land, even between a command and its "OK".
+#
+# A board starts it with start(app) (boards/main.py): records every 5 s on the console,
+# and over MQTT when config.json on flash names a broker (and, on ESP32 / Pico W, the
+# Wi-Fi to reach it); see CONFIG_KEYS and the README. With MQTT it also publishes Home
+# Assistant discovery (retained) so the pack shows up there with its sensors.
 #
 # MQTT client: chumicro-mqtt (PyPI, MIT). Chosen because it is non-blocking by design
 # (non-blocking connect, one bounded slice of socket work per handle(), self-healing
@@ -27,13 +35,18 @@ from bms import calfile, hmac_sha256
 
 SCHEMA = 1
 MARK = "TEL "
+START = "\x1e"  # ASCII record separator before MARK on the console
+CONFIG_PATH = "config.json"
 WINDOW = 8  # QoS 1 publishes awaiting PUBACK at once
 PER_TICK = 4  # new publishes per tick, and handle() calls: bounded work per control tick
 
 # status keys copied into the record, in this order (absent keys are left out)
-FIELDS = ("cells", "v", "temp_c", "i_a", "soc", "soc_sigma", "soc_pack", "soh", "soh_sigma",
-          "sop_dis_a", "sop_chg_a", "fet_chg", "fet_dsg", "faults", "r0_ohm", "capacity_ah",
-          "backend", "cal_checksum")
+# (state of health: soh and capacity_ah with their sigmas, r0_growth the resistance over
+# the calibration's, per cell, with its sigma; the host's RUL trends read them)
+FIELDS = ("cells", "v", "temp_c", "cell_temp_c", "i_a", "soc", "soc_sigma", "soc_pack", "soh",
+          "soh_sigma", "sop_dis_a", "sop_chg_a", "fet_chg", "fet_dsg", "faults", "r0_ohm",
+          "capacity_ah", "capacity_sigma_ah", "r0_growth", "r0_growth_sigma", "backend",
+          "cal_checksum")
 
 
 def _round(x):
@@ -53,11 +66,22 @@ def make_record(status, device_id, boot, seq):
     for k in FIELDS:
         if k in status:
             rec[k] = _round(status[k])
+    v = rec.get("v")
+    if v:   # pack voltage: the sum of the cells, null when a cell has no reading
+        total = 0.0
+        for x in v:
+            if x is None:
+                total = None
+                break
+            total += x
+        rec["v_pack"] = None if total is None else round(total, 6)
     return rec
 
 
 def parse_line(line):
     """Record dict from a console line, or None when the line is not a record."""
+    if line.startswith(START):
+        line = line[len(START):]
     if not line.startswith(MARK):
         return None
     try:
@@ -111,7 +135,7 @@ def _read_int(path):
 class Telemetry:
     def __init__(self, device_id, period_s=5, mqtt=None, serial=True, buffer_max=200,
                  key=None, on_calibration=None, out=None, boot=None, client=None,
-                 issued_path=None):
+                 issued_path=None, discovery=None):
         if not isinstance(device_id, str) or not device_id or "/" in device_id \
                 or "+" in device_id or "#" in device_id:
             raise ValueError("telemetry: device id must be a non-empty string without / + #")
@@ -133,7 +157,13 @@ class Telemetry:
         self._buf = []  # [seq, payload bytes], oldest first, until the broker acks
         self._inflight = {}  # seq -> True: published, PUBACK pending
         self._cells = None
+        self._n_temps = 0
         self._cal_checksum = None
+        # Home Assistant discovery: {"prefix", "name", "model"} or None; published after
+        # each connect, a few messages per tick, once the first record told the pack size
+        self.discovery = discovery
+        self._disc_next = None   # index of the next discovery message, None: nothing due
+        self.wifi = None         # a WifiLink to keep up (start() sets it from config.json)
         self._client = None
         self._ticks = None
         self._topics((mqtt or {}).get("topic_prefix") or "bms")
@@ -189,6 +219,8 @@ class Telemetry:
     def _on_connect(self, *args):
         # a clean session forgets unacked publishes: send them again
         self._inflight = {}
+        if self.discovery is not None:
+            self._disc_next = 0
 
     def _acker(self, seq):
         def acked(topic, payload):
@@ -215,9 +247,13 @@ class Telemetry:
                 status = status()
             if "cells" in status:
                 self._cells = status["cells"]
+            if "temp_c" in status:
+                self._n_temps = len(status["temp_c"])
             if "cal_checksum" in status:
                 self._cal_checksum = status["cal_checksum"]
             self.emit(status)
+            if self.wifi is not None:
+                self.wifi.check(now_ms)
         if self._client is not None:
             self.poll()
 
@@ -227,7 +263,7 @@ class Telemetry:
         self.seq += 1
         line = json.dumps(rec)
         if self.serial:
-            self.out.write(MARK + line + "\n")
+            self.out.write(START + MARK + line + "\n")
         if self._client is None:
             self.sent += 1
             return rec
@@ -249,7 +285,7 @@ class Telemetry:
             if c.state != "connected":
                 self._inflight = {}
                 return
-            n = 0
+            n = self._publish_discovery(c)
             for item in self._buf:
                 if len(self._inflight) >= WINDOW or n >= PER_TICK:
                     break
@@ -263,6 +299,26 @@ class Telemetry:
                 c.handle(now)
         except Exception as e:  # backpressure or a socket error: retry next tick
             self.last_error = "telemetry: %s" % e
+
+    def _publish_discovery(self, c):
+        """Publish up to PER_TICK pending discovery messages; returns how many."""
+        k = self._disc_next
+        if k is None or self._cells is None:
+            return 0
+        d = self.discovery
+        n = 0
+        while n < PER_TICK:
+            msg = discovery_message(k, self.device_id, self._cells, self._n_temps,
+                                    self.topic, self.period_ms // 1000, d.get("prefix"),
+                                    d.get("name"), d.get("model"))
+            if msg is None:
+                k = None
+                break
+            c.publish(msg[0], msg[1], qos=1, retain=True)
+            k += 1
+            n += 1
+        self._disc_next = k
+        return n
 
     # ---- calibration pushed over MQTT
     def _on_message(self, topic, payload):
@@ -350,3 +406,229 @@ class Telemetry:
                 self._client.disconnect()
             except Exception:
                 pass
+
+
+# ---- Home Assistant MQTT discovery
+# One sensor per entity, all reading the telemetry topic: (object id, name, value template,
+# unit, device class, state class). Text sensors (FETs, faults) have no unit or classes.
+_PACK_ENTITIES = (
+    ("pack_voltage", "Pack voltage", "{{ value_json.v_pack }}", "V", "voltage", "measurement"),
+    ("current", "Current", "{{ value_json.i_a }}", "A", "current", "measurement"),
+    ("soc", "State of charge", "{{ (value_json.soc_pack * 100) | round(1) }}", "%", "battery",
+     "measurement"),
+    ("soc_sigma", "SOC uncertainty", "{{ (value_json.soc_sigma | max * 100) | round(2) }}",
+     "%", None, "measurement"),
+    ("soh", "State of health", "{{ (value_json.soh * 100) | round(1) }}", "%", None,
+     "measurement"),
+    ("soh_sigma", "SOH uncertainty", "{{ (value_json.soh_sigma * 100) | round(2) }}", "%",
+     None, "measurement"),
+    ("sop_discharge", "Discharge limit 10 s", "{{ value_json.sop_dis_a[1] }}", "A", "current",
+     "measurement"),
+    ("sop_charge", "Charge limit 10 s", "{{ value_json.sop_chg_a[1] }}", "A", "current",
+     "measurement"),
+    ("fet_charge", "Charge FET", "{{ 'on' if value_json.fet_chg else 'off' }}", None, None,
+     None),
+    ("fet_discharge", "Discharge FET", "{{ 'on' if value_json.fet_dsg else 'off' }}", None,
+     None, None),
+    ("faults", "Faults",
+     "{{ value_json.faults | join(', ') if value_json.faults else 'none' }}", None, None, None),
+)
+
+
+def _node(device_id):
+    """The device id as a discovery node id (letters, digits, _ and - only)."""
+    out = ""
+    for ch in device_id:
+        out += ch if ch.isalpha() or ch.isdigit() or ch in "_-" else "_"
+    return "bms_" + out
+
+
+def discovery_entity(k, n_cells, n_temps):
+    """Entity k of a pack with n_cells and n_temps sensors, or None past the last."""
+    if k < len(_PACK_ENTITIES):
+        return _PACK_ENTITIES[k]
+    k -= len(_PACK_ENTITIES)
+    if k < n_cells:
+        return ("cell%d_voltage" % (k + 1), "Cell %d voltage" % (k + 1),
+                "{{ value_json.v[%d] }}" % k, "V", "voltage", "measurement")
+    k -= n_cells
+    if k < n_temps:
+        return ("temp%d" % (k + 1), "Temperature %d" % (k + 1),
+                "{{ value_json.temp_c[%d] }}" % k, "\u00b0C", "temperature", "measurement")
+    return None
+
+
+def discovery_message(k, device_id, n_cells, n_temps, state_topic, period_s=5, prefix=None,
+                      name=None, model=None):
+    """(topic, JSON payload) of discovery message k, or None past the last: published
+    retained to <prefix>/sensor/<node>/<object>/config."""
+    e = discovery_entity(k, n_cells, n_temps)
+    if e is None:
+        return None
+    node = _node(device_id)
+    cfg = {"name": e[1], "unique_id": node + "_" + e[0], "object_id": node + "_" + e[0],
+           "state_topic": state_topic, "value_template": e[2],
+           # unavailable when three records in a row did not come
+           "expire_after": 3 * max(1, int(period_s)) + 10,
+           "device": {"identifiers": [node], "name": name or "BMS " + device_id,
+                      "manufacturer": "micropython-bms", "model": model or "%dS pack" % n_cells}}
+    if e[3] is not None:
+        cfg["unit_of_measurement"] = e[3]
+    if e[4] is not None:
+        cfg["device_class"] = e[4]
+    if e[5] is not None:
+        cfg["state_class"] = e[5]
+    return ("%s/sensor/%s/%s/config" % (prefix or "homeassistant", node, e[0]),
+            json.dumps(cfg))
+
+
+# ---- start-up from config.json on flash
+# Known keys; every one is optional:
+#   device_id     "pack1": names the device in records, topics and Home Assistant
+#   period_s      5: seconds between records (1..3600)
+#   serial        true: print records on the console
+#   wifi          {"ssid": ..., "password": ...}: joined at boot (ESP32, Pico W)
+#   mqtt          {"host": ..., "port": 1883, "user", "password", "tls", "topic_prefix"}
+#   key           "...": the device key for signed calibration pushes over MQTT
+#   homeassistant true, false or {"prefix": "homeassistant", "name": "Garage pack"}
+CONFIG_KEYS = ("device_id", "period_s", "serial", "wifi", "mqtt", "key", "homeassistant")
+_MQTT_KEYS = ("host", "port", "user", "password", "tls", "ca_pem", "topic_prefix",
+              "client_id", "keepalive_s", "rx_buffer")
+
+
+def check_config(cfg):
+    """None when cfg (a dict from config.json) is usable, else one sentence why not."""
+    if not isinstance(cfg, dict):
+        return "it must hold a JSON object such as {\"period_s\": 5}"
+    for k in cfg:
+        if k not in CONFIG_KEYS:
+            return "unknown key '%s' (known: %s)" % (k, ", ".join(CONFIG_KEYS))
+    d = cfg.get("device_id")
+    if d is not None and (not isinstance(d, str) or not d or "/" in d or "+" in d
+                          or "#" in d):
+        return "device_id must be a non-empty string without / + #"
+    p = cfg.get("period_s", 5)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= 3600:
+        return "period_s must be a number of seconds from 1 to 3600"
+    if not isinstance(cfg.get("serial", True), bool):
+        return "serial must be true or false"
+    w = cfg.get("wifi")
+    if w is not None and (not isinstance(w, dict) or not isinstance(w.get("ssid"), str)
+                          or not isinstance(w.get("password", ""), str)):
+        return "wifi must be {\"ssid\": \"...\", \"password\": \"...\"}"
+    m = cfg.get("mqtt")
+    if m is not None:
+        if not isinstance(m, dict) or not isinstance(m.get("host"), str) or not m["host"]:
+            return "mqtt must name a broker: {\"host\": \"192.168.1.10\", \"port\": 1883}"
+        for k in m:
+            if k not in _MQTT_KEYS:
+                return "unknown mqtt key '%s' (known: %s)" % (k, ", ".join(_MQTT_KEYS))
+        port = m.get("port", 1883)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            return "mqtt port must be a number from 1 to 65535"
+    if cfg.get("key") is not None and not isinstance(cfg["key"], str):
+        return "key must be a string"
+    h = cfg.get("homeassistant", True)
+    if not isinstance(h, (bool, dict)):
+        return "homeassistant must be true, false or {\"prefix\": ..., \"name\": ...}"
+    return None
+
+
+def read_config(path=CONFIG_PATH):
+    """(config dict, problem): a missing file is an empty config and no problem; a bad
+    one is an empty config and one sentence saying what is wrong with it."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return {}, None
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        return {}, "%s is not valid JSON" % path
+    problem = check_config(cfg)
+    if problem:
+        return {}, "%s: %s" % (path, problem)
+    return cfg, None
+
+
+class WifiLink:
+    """The station link from config.json: joined at boot without waiting (the MQTT client
+    retries until it is up) and joined again when it dropped, at most every REJOIN_MS
+    (not every port rejoins by itself after the access point went away)."""
+    REJOIN_MS = 30000
+
+    def __init__(self, w, network):
+        self.ssid = w["ssid"]
+        self._password = w.get("password") or ""
+        self.net = network
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wlan.active(True)
+        self.joins = 0
+        self._last_ms = None
+        self.join(0)
+
+    def join(self, now_ms):
+        if self.wlan.isconnected():
+            return
+        busy = getattr(self.net, "STAT_CONNECTING", None)
+        if busy is not None and self._last_ms is not None and self.wlan.status() == busy:
+            return
+        self._last_ms = now_ms
+        self.joins += 1
+        self.wlan.connect(self.ssid, self._password)
+
+    def check(self, now_ms):
+        """Called with each record: rejoin when the link is down and REJOIN_MS passed."""
+        d = None if self._last_ms is None else now_ms - self._last_ms
+        if d is None or d >= self.REJOIN_MS or d < 0:   # d < 0: the tick counter wrapped
+            self.join(now_ms)
+
+
+def join_wifi(w, network=None):
+    """(WifiLink, None), or (None, one sentence) when this board has no Wi-Fi."""
+    if network is None:
+        try:
+            import network
+        except ImportError:
+            return None, "this board has no Wi-Fi (no network module): use an ESP32 or a Pico W"
+    return WifiLink(w, network), None
+
+
+def start(app, path=CONFIG_PATH, out=None, network=None):
+    """Start telemetry on a running app from config.json (missing: records every 5 s on
+    the console only). Never stops the BMS: a bad config or a missing MQTT client is
+    reported in one line and the console records go on. Returns the Telemetry."""
+    out = out if out is not None else sys.stdout
+    cfg, problem = read_config(path)
+    if problem:
+        out.write("BMS telemetry: %s; records go to the console only\n" % problem)
+    if cfg.get("device_id"):
+        app.device_id = cfg["device_id"]
+    period = cfg.get("period_s", 5)
+    serial = cfg.get("serial", True)
+    key = cfg.get("key")
+    mqtt = cfg.get("mqtt")
+    disc = None
+    wifi = None
+    if mqtt is not None:
+        h = cfg.get("homeassistant", True)
+        if h is not False:
+            disc = h if isinstance(h, dict) else {}
+        if cfg.get("wifi") is not None:
+            wifi, problem = join_wifi(cfg["wifi"], network)
+            if problem:
+                out.write("BMS telemetry: %s; records go to the console only\n" % problem)
+                mqtt = None
+    try:
+        tel = app.start_telemetry(period, mqtt, serial, key)
+    except (ImportError, OSError, ValueError) as e:
+        out.write("BMS telemetry: %s; records go to the console only\n" % e)
+        tel = app.start_telemetry(period, None, serial, key)
+        disc = None
+    tel.out = out
+    tel.wifi = wifi
+    tel.discovery = disc
+    if disc is not None:
+        tel._disc_next = 0
+    return tel

@@ -2,13 +2,16 @@
 import argparse
 import importlib
 
-HELP = "run a benchmark and print its table: speed, accuracy, telemetry or target"
+HELP = "run a benchmark and print its table: speed, accuracy, telemetry, target or real"
 
 BENCHES = {
     "speed": "bms_host.bench_speed",
     "accuracy": "bms_host.bench_accuracy",
     "telemetry": "bms_host.bench_telemetry",
     "target": "bms_host.bench_target",
+    "aging": "bms_host.bench_aging",
+    "fleet": "bms_host.bench_fleet",
+    "real": "bms_host.bench_real",
 }
 
 

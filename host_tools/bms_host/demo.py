@@ -7,6 +7,8 @@ import csv
 import os
 import time
 
+import numpy as np
+
 from . import REPO, UserError
 
 HELP = "run the whole job on the simulated board: synth, fit, push, drive cycle, SOC vs truth"
@@ -112,6 +114,7 @@ def _fit_key(data_dir, options=None):
     h = hashlib.sha256()
     for path in (os.path.join(data_dir, "manifest.json"),  # holds every CSV's hash
                  REPO / "host_tools" / "bms_host" / "fit.py",
+                 *sorted((REPO / "host_tools" / "bms_host" / "fitting").glob("*.py")),
                  REPO / "host_tools" / "bms_host" / "ecm.py",
                  REPO / "host_tools" / "bms_host" / "calibration.py",
                  REPO / "device" / "bms" / "model.py",
@@ -122,8 +125,6 @@ def _fit_key(data_dir, options=None):
 
 
 def _truth(trace):
-    import numpy as np
-
     from .traces import read_trace
 
     tr = read_trace(trace)

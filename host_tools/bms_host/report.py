@@ -1,29 +1,37 @@
-"""bms-host report: plots and a summary of recorded telemetry, per device."""
+"""bms-host report: plots and a summary of recorded telemetry per device (--out: the
+records over time, and the daily SOH and resistance with their trends and the remaining
+life to 80 % and 70 % SOH with its band), and the fleet's state of health as a static page
+(--html): SOH / resistance trends, remaining life and a risk ranking over every device in
+the store."""
 import json
 import os
-import sqlite3
+
+import numpy as np
 
 from . import UserError
+from .store import open_store
 
-HELP = "plot recorded telemetry per device (SOC, SOH, cell spread, temperatures, SOP)"
+HELP = ("plot recorded telemetry per device (--out) or write the fleet health page (--html); "
+        "SQLite file or postgresql:// URL")
 
 
 def configure(p):
-    p.add_argument("--db", required=True, help="SQLite file written by bms-host record")
-    p.add_argument("--out", required=True, help="folder for the PNGs and summary.md")
+    p.add_argument("--db", required=True,
+                   help="SQLite file or postgresql:// URL written by bms-host record")
+    p.add_argument("--out", help="folder for the per-device PNGs and summary.md")
+    p.add_argument("--html", metavar="FOLDER",
+                   help="folder for the fleet page (index.html, drill-down pages and plots)")
+    p.add_argument("--plots", type=int, default=200,
+                   help="with --html: drill-down pages for this many of the riskiest devices "
+                        "(default 200)")
 
 
-def load(db):
-    if not os.path.isfile(db):
-        raise UserError("telemetry database %s does not exist: record one with bms-host record"
-                        % db)
+def load(db, device_id=None):
+    store = open_store(db, create=False)
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
-        rows = conn.execute("SELECT device_id, boot, seq, rx_time, json FROM records "
-                            "ORDER BY device_id, rx_time").fetchall()
-        conn.close()
-    except sqlite3.Error as e:
-        raise UserError("cannot read %s as a telemetry database (%s)" % (db, e)) from None
+        rows = store.records(device_id)
+    finally:
+        store.close()
     devices = {}
     for dev, boot, seq, rx, text in rows:
         devices.setdefault(dev, []).append((boot, seq, rx, json.loads(text)))
@@ -58,8 +66,6 @@ def plot_device(dev, recs, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     tl = timeline(recs)
     t = np.array([x[0] for x in tl]) / 60.0
     rs = [x[3] for x in tl]
@@ -102,7 +108,7 @@ def plot_device(dev, recs, path):
     plt.close(fig)
 
 
-def summarize(dev, recs, gap_lines):
+def summarize(dev, recs, gap_lines, health=None):
     tl = timeline(recs)
     last = tl[-1][3]
     faults = sorted({f for _, _, _, r in tl for f in (r.get("faults") or [])})
@@ -120,27 +126,53 @@ def summarize(dev, recs, gap_lines):
              "| temperature | %.1f .. %.1f degC |" % (min(temps), max(temps)) if temps
              else "| temperature | - |",
              "| faults seen | %s |" % (", ".join(faults) or "none"),
-             "| gaps | %s |" % ("; ".join(x.strip() for x in gap_lines) or "none"),
-             "", "![%s](%s.png)" % (dev, dev), ""]
+             "| gaps | %s |" % ("; ".join(x.strip() for x in gap_lines) or "none")]
+    if health is not None:
+        from . import rul
+
+        trend = rul.describe(health["soh_days"], "days")
+        if health["soh_cycles"]:
+            trend += ["vs cycles: " + x for x in rul.describe(health["soh_cycles"], "cycles")]
+        lines.append("| SOH trend | %s |" % "; ".join(trend))
+        if health["r0_growth_pct_year"] is not None:
+            lines.append("| R0 trend | %.2f mOhm, %+.1f %% per year |"
+                         % (1000 * health["r0_now"], health["r0_growth_pct_year"]))
+    lines += ["", "![%s](%s.png)" % (dev, dev), "",
+              "![%s health](%s_health.png)" % (dev, dev), ""]
     return lines
 
 
 def run(args):
+    from . import fleet
     from .record import gap_report
 
-    devices = load(args.db)
-    if not devices:
+    html_out = getattr(args, "html", None)
+    if not args.out and not html_out:
+        raise UserError("say where to write: --out FOLDER (per-device plots) and/or "
+                        "--html FOLDER (the fleet page)")
+    store = open_store(args.db, create=False)
+    try:
+        health = fleet.fleet_health(store)
+        gaps = gap_report(store) if args.out else []
+    finally:
+        store.close()
+    if not health:
         raise UserError("%s holds no records yet" % args.db)
+    if html_out:
+        fleet.write_html(health, args.db, html_out, plots=getattr(args, "plots", 200))
+    if not args.out:
+        return 0
+    by_dev = {h["device_id"]: h for h in health}
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         raise UserError("cannot create the output folder %s (%s)" % (args.out, e)) from None
-    conn = sqlite3.connect("file:%s?mode=ro" % args.db, uri=True)
-    gaps = gap_report(conn)
-    conn.close()
-    md = ["# Telemetry report", "", "Source: `%s`, %d device(s)." % (args.db, len(devices)), ""]
-    for dev, recs in sorted(devices.items()):
+    md = ["# Telemetry report", "", "Source: `%s`, %d device(s)." % (args.db, len(health)), ""]
+    for dev in sorted(by_dev):
+        recs = load(args.db, dev)[dev]
         plot_device(dev, recs, os.path.join(args.out, "%s.png" % dev))
+        # the SOH and resistance trends and the remaining life they imply (daily means)
+        fleet.plot_device(by_dev[dev], os.path.join(args.out, "%s_health.png" % dev))
         mine = []
         for line in gaps:
             if line.startswith(dev + ":"):
@@ -150,9 +182,10 @@ def run(args):
             elif mine:
                 break
         missing = [x for x in mine if not x.endswith(" 0 missing")]
-        md += summarize(dev, recs, missing)
+        md += summarize(dev, recs, missing, by_dev[dev])
     path = os.path.join(args.out, "summary.md")
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.write("\n".join(md) + "\n")
-    print("wrote %s and %d plot(s)" % (path, len(devices)))
+    os.replace(path + ".tmp", path)
+    print("wrote %s and %d plot(s)" % (path, len(health)))
     return 0

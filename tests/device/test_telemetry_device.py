@@ -10,12 +10,19 @@ from calsample import calibration
 KEY = b"device-key-0123456789abcdef-secret"
 
 
+def lines_of(out):
+    # split on newlines only: CPython's splitlines() also splits at the record separator
+    return [x for x in out.getvalue().split("\n") if x]
+
+
 def status(t_ms=0, cells=2):
     return {"device_id": "d1", "t_ms": t_ms, "cells": cells, "v": [3.71234567, 3.7][:cells],
             "temp_c": [25.0, 26.5], "i_a": 1.25, "soc": [0.5, 0.51][:cells],
             "soc_sigma": [0.01, 0.012][:cells], "soc_pack": 0.5, "soh": 0.98, "soh_sigma": 0.02,
             "sop_dis_a": [50.0, 40.0, 30.0], "sop_chg_a": [10.0, 8.0, 6.0], "fet_chg": True,
             "fet_dsg": False, "faults": ["OT_CHG"], "backend": "python",
+            "capacity_ah": [4.41, 4.45][:cells], "capacity_sigma_ah": [0.05, 0.06][:cells],
+            "r0_growth": [1.2, 1.18][:cells], "r0_growth_sigma": [0.06, 0.07][:cells],
             "cal_checksum": "ab" * 32}
 
 
@@ -63,16 +70,21 @@ def test_record_has_every_field_and_marker():
     out = io.StringIO()
     tel = telemetry.Telemetry("d1", period_s=5, out=out, boot=7)
     tel.tick(0, status(0))
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("TEL ")
-    rec = json.loads(lines[0][4:])
+    lines = lines_of(out)
+    # the record separator first: a host lifts records out of raw-REPL traffic by it
+    assert len(lines) == 1 and lines[0].startswith("\x1eTEL ")
+    rec = json.loads(lines[0][5:])
     for k in ("device_id", "boot", "seq", "t_ms", "v", "temp_c", "i_a", "soc", "soc_sigma",
               "soh", "soh_sigma", "sop_dis_a", "sop_chg_a", "fet_chg", "fet_dsg", "faults"):
         assert k in rec, k
     assert rec["device_id"] == "d1" and rec["boot"] == 7 and rec["seq"] == 0
     assert rec["faults"] == ["OT_CHG"] and rec["fet_dsg"] is False
     assert abs(rec["v"][0] - 3.712346) < 1e-5  # rounded to 6 decimals
+    assert abs(rec["v_pack"] - (3.712346 + 3.7)) < 1e-5
     assert telemetry.parse_line(lines[0])["seq"] == 0
+    # state of health with its uncertainty, per cell: what the host's RUL trends read
+    assert rec["capacity_ah"] == [4.41, 4.45] and rec["capacity_sigma_ah"] == [0.05, 0.06]
+    assert rec["r0_growth"] == [1.2, 1.18] and rec["r0_growth_sigma"] == [0.06, 0.07]
 
 
 def test_parse_line_ignores_repl_chatter():
@@ -87,7 +99,7 @@ def test_one_record_per_period():
     tel = telemetry.Telemetry("d1", period_s=5, out=out)
     for k in range(121):  # 12 s of 100 ms ticks
         tel.tick(k * 100, status(k * 100))
-    recs = [telemetry.parse_line(x) for x in out.getvalue().splitlines()]
+    recs = [telemetry.parse_line(x) for x in lines_of(out)]
     assert [r["seq"] for r in recs] == [0, 1, 2]
     assert [r["t_ms"] for r in recs] == [0, 5000, 10000]
     assert tel.stats()["sent"] == 3
@@ -116,7 +128,7 @@ def test_status_is_made_only_when_a_record_is_due():
 
     for k in range(121):  # 12 s of 100 ms ticks
         tel.tick(k * 100, make)
-    assert len(made) == 3 and len(out.getvalue().splitlines()) == 3
+    assert len(made) == 3 and len(lines_of(out)) == 3
 
 
 def test_serial_off_prints_nothing():
@@ -288,3 +300,152 @@ def test_calibration_over_mqtt_and_key_never_shown():
     seen = out.getvalue() + repr(tel.stats()) + "".join(repr(p) for p in c.published)
     for secret in (KEY.decode(), "".join("%02x" % b for b in KEY)):
         assert secret not in seen
+
+
+# ---- start-up from config.json
+
+class FakeApp:
+    """What telemetry.start needs of bms.application.App."""
+
+    def __init__(self):
+        self.device_id = "bms"
+        self.started = []
+
+    def start_telemetry(self, period_s=5, mqtt=None, serial=False, key=None):
+        self.started.append((period_s, mqtt, serial, key))
+        if mqtt and mqtt.get("host") == "no-client":
+            raise ImportError("telemetry: the MQTT client is missing; install it")
+        self.tel = telemetry.Telemetry(self.device_id, period_s, None, serial, key=key,
+                                       out=io.StringIO())
+        return self.tel
+
+
+class FakeNetwork:
+    STA_IF = 0
+
+    def __init__(self):
+        self.joined = []
+        net = self
+
+        class WLAN:
+            def __init__(self, which):
+                self.on = False
+
+            def active(self, on):
+                self.on = on
+
+            def isconnected(self):
+                return False
+
+            def connect(self, ssid, password):
+                net.joined.append((ssid, password, self.on))
+
+        self.WLAN = WLAN
+
+
+def write_config(text):
+    p = scratch.path("config.json")
+    if text is not None:
+        with open(p, "w") as f:
+            f.write(text)
+    return p
+
+
+def test_no_config_means_console_records_every_5_s():
+    app, out = FakeApp(), io.StringIO()
+    tel = telemetry.start(app, write_config(None), out=out)
+    assert app.started == [(5, None, True, None)] and out.getvalue() == ""
+    for k in range(101):  # 10 s of estimator ticks
+        tel.tick(k * 100, status(k * 100))
+    recs = [telemetry.parse_line(x) for x in lines_of(out)]
+    assert [r["seq"] for r in recs] == [0, 1, 2]
+
+
+def test_config_names_broker_wifi_and_device():
+    app, out, net = FakeApp(), io.StringIO(), FakeNetwork()
+    cfg = {"device_id": "garage", "period_s": 2, "wifi": {"ssid": "home", "password": "pw"},
+           "mqtt": {"host": "192.168.1.10", "port": 1884}, "key": "k"}
+    tel = telemetry.start(app, write_config(json.dumps(cfg)), out=out, network=net)
+    assert app.device_id == "garage"
+    assert app.started == [(2, {"host": "192.168.1.10", "port": 1884}, True, "k")]
+    assert net.joined == [("home", "pw", True)]
+    assert tel.discovery == {} and out.getvalue() == ""
+    # the link stays down: joined again every 30 s, not at every record
+    for k in range(1, 66):
+        tel.tick(k * 1000, status(k * 1000))
+    assert len(net.joined) == 3, net.joined
+    assert "pw" not in repr(tel.stats())
+
+
+def test_bad_config_is_one_line_and_records_go_on():
+    for text, words in (("{not json", "not valid JSON"),
+                        ('{"perod_s": 5}', "unknown key 'perod_s'"),
+                        ('{"period_s": 0}', "period_s must be"),
+                        ('{"mqtt": {"port": 1883}}', "mqtt must name a broker"),
+                        ('{"mqtt": {"host": "h", "port": "x"}}', "mqtt port"),
+                        ('{"wifi": {"password": "x"}}', "wifi must be"),
+                        ('[1, 2]', "JSON object")):
+        app, out = FakeApp(), io.StringIO()
+        telemetry.start(app, write_config(text), out=out)
+        lines = lines_of(out)
+        assert len(lines) == 1 and words in lines[0], (text, lines)
+        assert app.started == [(5, None, True, None)], text
+
+
+def test_board_without_wifi_or_mqtt_client_keeps_console_records():
+    # a Pico without Wi-Fi has no network module (nor have the host runtimes)
+    app, out = FakeApp(), io.StringIO()
+    telemetry.start(app, write_config('{"wifi": {"ssid": "home"}, "mqtt": {"host": "h"}}'),
+                    out=out)
+    assert "no Wi-Fi" in out.getvalue() and app.started[-1][1] is None
+    app, out = FakeApp(), io.StringIO()
+    tel = telemetry.start(app, write_config('{"mqtt": {"host": "no-client"}}'), out=out)
+    assert "MQTT client is missing" in out.getvalue() and app.started[-1][1] is None
+    assert tel.discovery is None
+
+
+# ---- Home Assistant discovery
+
+def test_discovery_messages_cover_the_pack():
+    msgs = []
+    k = 0
+    while True:
+        m = telemetry.discovery_message(k, "pack 7", 4, 2, "bms/pack 7/telemetry", 5)
+        if m is None:
+            break
+        msgs.append((m[0], json.loads(m[1])))
+        k += 1
+    ids = [c["unique_id"] for _, c in msgs]
+    assert len(ids) == len(set(ids)) == 11 + 4 + 2
+    assert "bms_pack_7_cell4_voltage" in ids and "bms_pack_7_temp2" in ids
+    for topic, c in msgs:
+        assert topic.startswith("homeassistant/sensor/bms_pack_7/") and topic.endswith("/config")
+        assert c["state_topic"] == "bms/pack 7/telemetry"
+        assert c["device"]["identifiers"] == ["bms_pack_7"]
+        assert c["value_template"].startswith("{{") and c["expire_after"] == 25
+
+
+def test_discovery_goes_out_retained_after_connect():
+    c = FakeClient()
+    retained = []
+    publish = c.publish
+
+    def pub(topic, payload, qos=0, retain=False, on_publish=None):
+        if retain:
+            retained.append(topic)
+        publish(topic, payload, qos, retain, on_publish)
+
+    c.publish = pub
+    tel = telemetry.Telemetry("d1", period_s=1, serial=False, client=c,
+                              discovery={"prefix": "ha"})
+    c.state = "connecting"
+    for k in range(8):
+        tel.tick(k * 1000, status(k * 1000))
+    assert len(retained) == 11 + 2 + 2, retained
+    assert all(t.startswith("ha/sensor/bms_d1/") for t in retained)
+    c.state = "connecting"   # a reconnect publishes them again (the broker may be new)
+    for k in range(8, 16):
+        tel.tick(k * 1000, status(k * 1000))
+    assert len(retained) == 2 * (11 + 2 + 2)
+    seqs = [json.loads(p[1])["seq"] for p in c.published if p[0] == "bms/d1/telemetry"]
+    assert sorted(set(seqs)) == list(range(16))
