@@ -127,3 +127,35 @@ def test_thinning_keeps_the_charge_and_the_steps():
     # every row of the first minute after the step is kept
     on = np.nonzero((t > 60) & (t <= 120))[0]
     assert set(t[on]) <= set(out["time_s"])
+
+
+def _held_value(strong):
+    """R0 at a column without data (strong prior, prior 20 mOhm) when one data row asks
+    for 40 mOhm there: the regularised least squares of the fit, solved directly."""
+    from bms_host.fitting import problem
+    from bms_host.fitting.options import default_options
+    soc, temps = [0.0, 0.5, 1.0], [0.0, 25.0, 45.0]
+    ns, nt = len(soc), len(temps)
+    npar = ns * nt
+    P = npar * len(problem.LIN)
+    tabs = {n: np.full((nt, ns), 0.02) for n in ("r0_ohm", "r0c_ohm", "r1_ohm", "r2_ohm")}
+    ocv = np.tile([3.0, 3.6, 4.2], (nt, 1))
+    opts = dict(default_options(), _strong_prior_t=[2])
+    if strong is not None:
+        opts["strong_prior"] = strong
+    R, rhs = problem._regularisation(soc, temps, tabs, ocv, opts, np.full(P, 100.0), P)
+    gi = problem.LIN.index("r0_ohm") * npar + 2 * ns + 1
+    row = np.zeros(P)
+    row[gi] = 1.0
+    A = np.vstack([R, row])
+    b = np.concatenate([rhs, [0.04]])
+    x = np.linalg.lstsq(A, b, rcond=None)[0]
+    return x[gi]
+
+
+def test_a_column_without_data_is_held_as_firmly_as_asked():
+    default, firm = _held_value(None), _held_value(300.0)
+    assert 0.02 < firm < default < 0.04
+    assert firm - 0.02 < 0.2 * (default - 0.02)
+    # the measured fit asks for the firmer hold
+    assert measured.measured_options()["strong_prior"] > 30.0

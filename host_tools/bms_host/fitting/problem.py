@@ -393,7 +393,9 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P, rest_supp
                 if name == "r2c_ohm" and opts.get("r2c_tie", 0.0) > 0 and not strong:
                     break  # held by its tie to R2 instead (below)
                 gi = off + j * ns + s
-                lam = lam_p * (30.0 if support[gi] < 20 or strong else 1.0)
+                # strong_prior: how much firmer a column without data is held
+                lam = lam_p * (opts.get("strong_prior", 30.0) if strong
+                               else 30.0 if support[gi] < 20 else 1.0)
                 if gap[s] and grid_soc[s] >= opts["prior_ocv_gap_from"]:
                     lam *= opts["prior_ocv_gap"]
                 r = np.zeros(P)
