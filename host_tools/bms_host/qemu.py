@@ -148,9 +148,10 @@ def _files_for(module):
     """(path on the board, local file) for one test module and the helpers it may import.
     drivers/sim_i2c goes in as a top-level module: the frozen `drivers` package cannot
     grow a submodule from the filesystem, so the board aliases it (see ALIAS)."""
-    out = [("mpy_runner.py", DEVICE_TESTS / "mpy_runner.py"),
-           ("calsample.py", DEVICE_TESTS / "calsample.py"),
-           ("sim_i2c.py", BOARDS_DIR / "drivers" / "sim_i2c.py"),
+    # the runner and every helper module of the device tests (calsample, scratch, ...)
+    out = [(p.name, p) for p in sorted(DEVICE_TESTS.glob("*.py"))
+           if not p.name.startswith("test_")]
+    out += [("sim_i2c.py", BOARDS_DIR / "drivers" / "sim_i2c.py"),
            ("pico/board.py", BOARDS_DIR / "pico" / "board.py"),
            ("esp32/board.py", BOARDS_DIR / "esp32" / "board.py")]
     for name in ("__init__.py", "board.py", "sample_cal.py"):

@@ -72,7 +72,9 @@ def test_fast_run_counts_the_same_charge_as_the_board_ticks():
     (sa, a), (sb_, b) = apps
     assert a.now_ms == b.now_ms
     assert abs(a.charge_mas - b.charge_mas) < 0.02 * a.charge_mas, (a.charge_mas, b.charge_mas)
-    assert abs(sa.plant.cells[0].soc - sb_.plant.cells[0].soc) < 1e-3
+    # the ticking plant adds 60,000 steps of 5.6e-7 to its SOC: in float32 each rounds by
+    # up to ~5 %, so the two plants agree to a few 1e-3 there (1e-12 in double)
+    assert abs(sa.plant.cells[0].soc - sb_.plant.cells[0].soc) < 3e-3
     # the flash store's clock (its hourly save, its bounded change per day) runs on
     assert abs(a.soh_store.run_s - b.soh_store.run_s) < 1.0, (a.soh_store.run_s,
                                                               b.soh_store.run_s)
