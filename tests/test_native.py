@@ -537,7 +537,9 @@ def test_device_cross_check_under_bms_micropython(tmp_path):
 
 
 def test_ukf_native_import_error_when_module_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "bms_native", None)
+    from bms import compat
+
+    monkeypatch.setattr(compat, "native", None)   # what a firmware without the module probes
     monkeypatch.delitem(sys.modules, "bms.ukf_native", raising=False)
     import bms
     monkeypatch.delattr(bms, "ukf_native", raising=False)

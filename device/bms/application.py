@@ -4,20 +4,7 @@
 import gc
 import sys
 
-try:
-    from time import ticks_diff, ticks_ms, ticks_us
-except ImportError:  # CPython
-    import time as _t
-
-    def ticks_ms():
-        return int(_t.monotonic() * 1000)
-
-    def ticks_us():
-        return int(_t.monotonic() * 1000000)
-
-    def ticks_diff(a, b):
-        return a - b
-
+from bms.compat import ticks_diff, ticks_ms, ticks_us
 from bms import backends, balancing, calfile, calstore, estimator, faultlog, model, \
     protection, sensors, sohstore, sop
 

@@ -3,23 +3,17 @@
 # monotonic ms clock handed in. It reads only the sensor sample, never the estimator.
 # Hardware short-circuit protection (AFE or shunt-monitor ALERT) must still back up SC:
 # a software loop at 10 ms is too slow for a real short.
+from array import array as _array
+
 from bms import sensors
 from bms.calfile import MAXIMA
 from bms.chemistry import LIMITS as _CHEMISTRY
+from bms.compat import native
+from bms.compat import ticks_diff as _ticks_diff
 
-try:
-    from time import ticks_diff as _ticks_diff
-except ImportError:  # CPython
-    def _ticks_diff(a, b):
-        return a - b
-
-try:
-    # min and max of the cell voltages in C (the firmware's bms_native), without boxing
-    # each value as sum/max/min over the array do (1 KB per 16-cell fast tick on a Pico)
-    from array import array as _array
-    from bms_native import extremes as _extremes
-except ImportError:
-    _extremes = None
+# min and max of the cell voltages in C (the firmware's bms_native), without boxing each
+# value as sum/max/min over the array do (1 KB per 16-cell fast tick on a Pico)
+_extremes = getattr(native, "extremes", None)
 
 CHG = 1
 DSG = 2

@@ -2,13 +2,12 @@
 # validate every channel and stamp the sample. Protection acts on the statuses.
 from array import array
 
-try:
-    # The per-cell loop of Sensors._cells in C (the firmware's bms_native): the same
-    # statuses and counters without boxing floats (1.8 KB and ~1.6 ms per 16-cell fast
-    # tick on an RP2040). Without it, the loop below.
-    from bms_native import cells as _native_cells
-except ImportError:
-    _native_cells = None
+from bms.compat import native
+
+# The per-cell loop of Sensors._cells in C (the firmware's bms_native): the same statuses
+# and counters without boxing floats (1.8 KB and ~1.6 ms per 16-cell fast tick on an
+# RP2040). Without it, the loop below.
+_native_cells = getattr(native, "cells", None)
 
 OK = 0
 MISSING = 1   # the driver raised OSError (device unplugged, bus error)

@@ -31,7 +31,7 @@
 import json
 import sys
 
-from bms import calfile, hmac_sha256
+from bms import calfile, compat, hmac_sha256
 
 SCHEMA = 1
 MARK = "TEL "
@@ -193,13 +193,11 @@ class Telemetry:
 
     # ---- MQTT set-up
     def _start_mqtt(self, cfg):
-        try:
-            from chumicro_mqtt import MQTTClient
-            from chumicro_sockets.sockets_factory import fixed_connector_factory
-            from chumicro_timing import ticks_ms
-        except ImportError:
+        client = compat.mqtt_client()
+        if client is None:
             raise ImportError("telemetry: the MQTT client is missing; install it with `mpremote "
                               "mip install github:ChuMicro/ChuMicro-Bundle/chumicro_mqtt`")
+        MQTTClient, fixed_connector_factory, ticks_ms = client
         tls = cfg.get("tls", False)
         ctx = None
         if tls and cfg.get("ca_pem"):
@@ -588,9 +586,8 @@ class WifiLink:
 def join_wifi(w, network=None):
     """(WifiLink, None), or (None, one sentence) when this board has no Wi-Fi."""
     if network is None:
-        try:
-            import network
-        except ImportError:
+        network = compat.network()
+        if network is None:
             return None, "this board has no Wi-Fi (no network module): use an ESP32 or a Pico W"
     return WifiLink(w, network), None
 

@@ -4,9 +4,9 @@
 # place by the C code: no allocation per step.
 from array import array
 
-try:
-    import bms_native
-except ImportError:
+from bms.compat import native as bms_native
+
+if bms_native is None:
     raise ImportError("native filter module bms_native is not in this firmware")
 
 

@@ -16,18 +16,13 @@
 # (n_temp*n_soc) x 13 matrix, and one np.dot with the 7 flat tables gives every value.
 import math
 
-try:
-    from ulab import numpy as np
-    _ULAB = True
-except ImportError:
-    try:
-        import numpy as np
-    except ImportError:
-        raise ImportError("the ulab filter backend needs ulab (in the firmware) or numpy "
-                          "(on a PC); use the python backend instead")
-    _ULAB = False
-
 from bms import model, ukf
+from bms.compat import ULAB as _ULAB
+from bms.compat import np
+
+if np is None:
+    raise ImportError("the ulab filter backend needs ulab (in the firmware) or numpy "
+                      "(on a PC); use the python backend instead")
 
 NX = ukf.NX
 NSIG = ukf.NSIG
