@@ -29,18 +29,6 @@ HELP = "record telemetry from a serial port or an MQTT broker into SQLite or Pos
 # while the recorder is away
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    device_id TEXT NOT NULL,
-    boot INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    t_ms INTEGER,
-    rx_time REAL,
-    json TEXT NOT NULL,
-    PRIMARY KEY (device_id, boot, seq)
-);
-"""
-
 
 def configure(p):
     src = p.add_mutually_exclusive_group(required=True)
