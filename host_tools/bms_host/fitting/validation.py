@@ -29,7 +29,7 @@ def floors_for(ambient_c):
     return 20.0 if ambient_c < -2.5 else 10.0
 
 
-# The floors hold on the held-out dynamic profiles (issue 5: DST, random pulses, constant
+# The floors hold on the held-out dynamic profiles (DST, random pulses, constant
 # power). The 2C fast charge is held out as a stress case beyond them (for the LG M50 twice
 # its 1C charge limit, and at -10 degC outside its charge temperature window): shown against
 # the same numbers, not counted.
