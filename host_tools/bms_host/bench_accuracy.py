@@ -334,6 +334,21 @@ def summarise(results, out=None):
     return ok_all
 
 
+def pick_backend(name):
+    """The filter backend to bench: `name`, or native when built, else python. None, after
+    one sentence on stderr, when the one asked for is not available."""
+    use_device_code()
+    from bms import backends
+
+    if name is None:
+        name = "native" if backends.available("native")[0] else "python"
+    ok, why = backends.available(name)
+    if not ok:
+        print("error: filter backend %s is not available: %s" % (name, why), file=sys.stderr)
+        return None
+    return name
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="bms-host bench accuracy", description=__doc__.split("\n")[0])
     ap.add_argument("--backend", choices=["native", "ulab", "python"], default=None,
@@ -349,15 +364,8 @@ def main(argv=None):
     data_dir = REPO / "data" / args.cell
     cal_path = args.calibration or str(CALIBRATION_DIR / (args.cell + ".json"))
 
-    use_device_code()
-    from bms import backends
-
-    backend = args.backend
+    backend = pick_backend(args.backend)
     if backend is None:
-        backend = "native" if backends.available("native")[0] else "python"
-    ok, why = backends.available(backend)
-    if not ok:
-        print("error: filter backend %s is not available: %s" % (backend, why), file=sys.stderr)
         return 2
     cases = [parse_case(c) for c in args.cases] if args.cases else all_cases(args.quick)
     for prof, amb, _ in cases:

@@ -33,6 +33,7 @@ import zlib
 import numpy as np
 
 from . import CALIBRATION_DIR, REPO, use_device_code
+from .bench_accuracy import pick_backend
 
 LEVELS = (100, 95, 87, 80)
 AMBIENTS = (25, 10)
@@ -187,16 +188,10 @@ def main(argv=None):
     ap.add_argument("--no-reboot", action="store_true", help="no reboot half-way")
     ap.add_argument("--calibration", default=str(CALIBRATION_DIR / "lgm50.json"))
     args = ap.parse_args(argv)
-    use_device_code()
-    from bms import backends, calfile
-
-    backend = args.backend
+    backend = pick_backend(args.backend)
     if backend is None:
-        backend = "native" if backends.available("native")[0] else "python"
-    ok, why = backends.available(backend)
-    if not ok:
-        print("error: filter backend %s is not available: %s" % (backend, why), file=sys.stderr)
         return 2
+    from bms import calfile
     cases = [(lv, a) for lv in LEVELS for a in AMBIENTS]
     if args.cases:
         names = {case_name(lv, a): (lv, a) for lv, a in cases}
