@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import UserError
 from . import synth_profiles as sp
@@ -24,8 +23,9 @@ from .synth_files import (
     _file_name,
     _hash,
     _pybamm_version,
-    cache_dir,
     format_csv,
+    load_run,
+    save_run,
     sha256_file,
     write_manifest,
 )
@@ -60,10 +60,8 @@ def configure(parser):
 
 def q_rem(spec, init_soc, use_cache=True):
     key = "qrem-" + _hash([CODE_VERSION, _pybamm_version(), spec, round(init_soc, 6)])[:24]
-    path = cache_dir() / ("%s.json" % key)
-    if not use_cache and path.exists():
-        path.unlink()
-    return _cached_json(key, lambda: {"q_ah": c20_remaining_ah(spec, init_soc)})["q_ah"]
+    return _cached_json(key, lambda: {"q_ah": c20_remaining_ah(spec, init_soc)},
+                        use_cache)["q_ah"]
 
 
 def experiment_key(spec, ambient_c, profile):
@@ -74,12 +72,9 @@ def run_experiment(task):
     """Worker: simulate one (profile, ambient); returns (arrays, meta). Cached on disk."""
     spec, ambient_c, profile, q_c20, q_rem0, use_cache = task
     key = experiment_key(spec, ambient_c, profile)
-    cdir = cache_dir()
-    cpath, mpath = cdir / (key + ".npz"), cdir / (key + ".json")
-    if use_cache and cpath.exists() and mpath.exists():
-        with np.load(cpath) as z:
-            arr = {k: z[k] for k in z.files}
-        return arr, json.loads(mpath.read_text())
+    cached = load_run(key) if use_cache else None
+    if cached is not None:
+        return cached
     os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
     t0 = time.time()
     if profile["mode"] == "power":
@@ -94,13 +89,7 @@ def run_experiment(task):
             "v_min": float(arr["V"].min()), "v_max": float(arr["V"].max()),
             "t_surface_max_c": float(arr["Ts"].max()), "t_core_max_c": float(arr["Tc"].max()),
             "core_minus_surface_max_k": float((arr["Tc"] - arr["Ts"]).max())}
-    cdir.mkdir(parents=True, exist_ok=True)
-    tmp = cdir / ("%s.tmp%d.npz" % (key, os.getpid()))
-    np.savez(tmp, **arr)
-    os.replace(tmp, cpath)
-    tmp = mpath.with_suffix(".tmp%d" % os.getpid())
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, mpath)
+    save_run(key, arr, meta)
     return arr, meta
 
 

@@ -58,8 +58,35 @@ def _pybamm_version():
     return version("pybamm")
 
 
-def _cached_json(key, fn):
+def load_run(key):
+    """(arrays, meta) of a cached simulation run, or None when it is not cached."""
+    cpath, mpath = cache_dir() / (key + ".npz"), cache_dir() / (key + ".json")
+    if not (cpath.exists() and mpath.exists()):
+        return None
+    with np.load(cpath) as z:
+        arr = {k: z[k] for k in z.files}
+    return arr, json.loads(mpath.read_text())
+
+
+def save_run(key, arr, meta):
+    """Cache a run: the arrays, then the meta, each renamed into place (a run counts as
+    cached only when both are there, so a crash leaves nothing that loads)."""
+    cdir = cache_dir()
+    cdir.mkdir(parents=True, exist_ok=True)
+    tmp = cdir / ("%s.tmp%d.npz" % (key, os.getpid()))
+    np.savez(tmp, **arr)
+    os.replace(tmp, cdir / (key + ".npz"))
+    mpath = cdir / (key + ".json")
+    tmp = mpath.with_suffix(".tmp%d" % os.getpid())
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, mpath)
+
+
+def _cached_json(key, fn, use_cache=True):
+    """fn()'s JSON value, cached under key (without use_cache: computed and cached again)."""
     path = cache_dir() / ("%s.json" % key)
+    if not use_cache and path.exists():
+        path.unlink()
     if path.exists():
         try:
             return json.loads(path.read_text())

@@ -3,7 +3,6 @@ ageing modes) to a few capacity levels, each living days of a maker's use
 (synth_profiles.maker_use) at a few ambients, with the true capacity retention and
 resistance growth in each level's manifest. PyBaMM is imported where it is used:
 importing it takes seconds, which a run served from the cache need not pay."""
-import json
 import os
 import sys
 import time
@@ -21,8 +20,9 @@ from .synth_files import (
     _hash,
     _pybamm_version,
     amb_tag,
-    cache_dir,
     format_csv,
+    load_run,
+    save_run,
     sha256_file,
     write_manifest,
 )
@@ -84,12 +84,9 @@ def run_use_experiment(task):
     spec, ambient_c, steps, use_cache = task
     key = "use-" + _hash([CODE_VERSION, _pybamm_version(), spec, float(ambient_c), steps,
                           USE_SAMPLE_S, USE_INIT_SOC])[:32]
-    cdir = cache_dir()
-    cpath, mpath = cdir / (key + ".npz"), cdir / (key + ".json")
-    if use_cache and cpath.exists() and mpath.exists():
-        with np.load(cpath) as z:
-            arr = {k: z[k] for k in z.files}
-        return arr, json.loads(mpath.read_text())
+    cached = load_run(key) if use_cache else None
+    if cached is not None:
+        return cached
     os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
     import pybamm
     t0 = time.time()
@@ -116,13 +113,7 @@ def run_use_experiment(task):
         "stopped after %d of %d steps: %s" % (len(sol.cycles), len(steps), sol.termination))
     meta = {"key": key, "end_reason": reason, "notes": [], "wall_s": round(time.time() - t0, 1),
             "duration_s": float(t[-1]), "rows": int(len(t))}
-    cdir.mkdir(parents=True, exist_ok=True)
-    tmp = cdir / ("%s.tmp%d.npz" % (key, os.getpid()))
-    np.savez(tmp, **arr)
-    os.replace(tmp, cpath)
-    tmp = mpath.with_suffix(".tmp%d" % os.getpid())
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, mpath)
+    save_run(key, arr, meta)
     return arr, meta
 
 
@@ -131,9 +122,6 @@ def _level_facts(level, use_cache):
     resistance and the SEI numbers of one level (each cached by its inputs)."""
     spec = use_spec(level)
     key = "usefacts-" + _hash([CODE_VERSION, _pybamm_version(), spec, USE_INIT_SOC])[:24]
-    path = cache_dir() / ("%s.json" % key)
-    if not use_cache and path.exists():
-        path.unlink()
 
     def compute():
         import pybamm
@@ -142,7 +130,7 @@ def _level_facts(level, use_cache):
         return {"q_c20_ah": c20_remaining_ah(spec, 1.0),
                 "q_rem0_ah": c20_remaining_ah(spec, USE_INIT_SOC),
                 "r10s_ohm": pulse_r10(spec), **sei}
-    return spec, _cached_json(key, compute)
+    return spec, _cached_json(key, compute, use_cache)
 
 
 def run_aged_use(args):
