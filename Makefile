@@ -133,11 +133,13 @@ unix-port:
 clean:
 	rm -rf build out .pytest_cache
 
-# Copy what ships to a board with mpremote: the `bms` package, the drivers that
-# boards/device_manifest.py freezes (not the host-only simulated bus), the board's pin map,
-# main.py and a calibration. BOARD is pico or esp32 (the firmware's RPI_PICO*/ESP32* names
-# work too); CONFIG=config.json adds Wi-Fi/MQTT settings and the MQTT client (see README).
-DEPLOY_DRIVERS := __init__.py assemble.py ina226.py ina228.py ads1115.py adc_taps.py ntc.py fet.py
+# Copy what ships to a board with mpremote: what device/manifest.py names (the `bms`
+# package and the drivers, as every firmware freezes them), the board's pin map, main.py
+# and a calibration. BOARD is pico or esp32 (the firmware's RPI_PICO*/ESP32* names work
+# too); CONFIG=config.json adds Wi-Fi/MQTT settings and the MQTT client (see README).
+DEVICE_MANIFEST := device/manifest.py
+# the manifest's folders and mpremote cp commands (bms_host.manifest); read when deploying
+deploy_manifest = $(or $(shell $(BIN)/python -m bms_host.manifest $(DEVICE_MANIFEST) --$(1)),$(error deploy: $(DEVICE_MANIFEST) could not be read (see above)))
 CAL ?= lgm50
 DEPLOY_QUIET := import sys; b = sys.modules.get('bms'); t = b and b.app and b.app.tel; t and setattr(t, 'serial', False)
 deploy: DEPLOY_BOARD = $(if $(filter RPI_PICO%,$(BOARD)),pico,$(if $(filter ESP32%,$(BOARD)),esp32,$(BOARD)))
@@ -151,12 +153,12 @@ deploy: $(STAMP)
 	@# `resume`: no soft reset, which would stop a running BMS and leave its watchdog to
 	@# reset the board mid-copy; its console records are switched off until the reset
 	-$(BIN)/mpremote connect $(PORT) resume exec "$(DEPLOY_QUIET)"
-	for d in cal bms drivers $(if $(CONFIG),lib); do $(BIN)/mpremote connect $(PORT) resume mkdir :$$d 2>/dev/null || true; done
-	$(BIN)/mpremote connect $(PORT) resume cp device/bms/*.py :bms/ \
-	  + cp $(addprefix boards/drivers/,$(DEPLOY_DRIVERS)) :drivers/ \
+	for d in cal $(call deploy_manifest,dirs) $(if $(CONFIG),lib); do $(BIN)/mpremote connect $(PORT) resume mkdir :$$d 2>/dev/null || true; done
+	$(BIN)/mpremote connect $(PORT) resume $(call deploy_manifest,cp) \
 	  + cp boards/$(DEPLOY_BOARD)/board.py :board.py + cp calibration/$(CAL).json :cal/active.json \
 	  $(if $(CONFIG),+ cp $(CONFIG) :config.json + cp -r $(addprefix build/mpylib/,chumicro_mqtt chumicro_sockets chumicro_timing chumicro_config) :lib/) \
 	  + cp boards/main.py :main.py + reset
 
-package.json: tools/gen_package_json.py $(wildcard device/bms/*.py boards/drivers/*.py)
-	$(BIN)/python tools/gen_package_json.py > $@
+package.json: tools/gen_package_json.py host_tools/bms_host/manifest.py $(DEVICE_MANIFEST) \
+              $(wildcard device/bms/*.py boards/drivers/*.py)
+	$(BIN)/python tools/gen_package_json.py > $@.tmp && mv $@.tmp $@

@@ -11,6 +11,8 @@ for sub in ("device", "boards", "tests/device"):
     p = str(ROOT / sub)
     if p not in sys.path:
         sys.path.insert(0, p)
+# CPython's `time` gets MicroPython's ticks_* and sleep_us, which the board drivers use
+import bms.compat  # noqa: E402, F401
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -26,7 +26,8 @@ def test_firmware_has_ulab_native_and_frozen_device_code(pico):
     out = pico.exec(
         "import sys, ulab, bms_native, bms, board\n"
         "from bms import application\n"
-        "from drivers import ina226, sim_i2c\n"
+        "from drivers import ina226\n"
+        "from sim import sim_i2c\n"
         "print(sys.implementation._build, ulab.__version__, bms_native.REAL_SIZE)\n"
         # frozen modules have no file on the (empty) filesystem: their path is the
         # manifest's, not /...

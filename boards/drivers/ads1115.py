@@ -1,26 +1,7 @@
 # TI ADS1115 16-bit ADC (datasheet SBAS444), single-ended single-shot reads of cell taps
 # behind resistor dividers. No ID register: presence is a config register read.
-try:
-    from time import sleep_us, ticks_diff as _ticks_diff, ticks_us as _ticks_us
-except ImportError:  # CPython
-    import time as _time
-
-    def sleep_us(us):
-        pass
-
-    def _ticks_us():
-        return int(_time.monotonic() * 1000000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
 from array import array
-
-try:
-    # TapBank.read_into in C (the firmware's bms_native): no float boxed per tap
-    from bms_native import taps as _native_taps
-except ImportError:
-    _native_taps = None
+from time import sleep_us, ticks_diff, ticks_us
 
 _NAN = float("nan")
 REG_CONVERSION = 0x00
@@ -140,14 +121,18 @@ class TapBank:
 
     taps[k].read_v() returns tap k's latest conversion, or raises OSError while its chip
     fails: a chip that does not answer marks all its taps failed at once, and each tap
-    recovers with its own next good conversion. Nothing is allocated per scan."""
+    recovers with its own next good conversion. Nothing is allocated per scan.
 
-    def __init__(self, adcs, ratios):
+    native_taps: the firmware's bms_native.taps, given by the caller when it has it:
+    read_into then runs in C, with no float boxed per tap."""
+
+    def __init__(self, adcs, ratios, native_taps=None):
         n = len(ratios)
         if n > 4 * len(adcs):
             raise ValueError("ADS1115 taps: %d taps need %d chips, %d given"
                              % (n, (n + 3) // 4, len(adcs)))
         self.adcs = list(adcs)
+        self.native_taps = native_taps
         self.code = array("h", [0] * n)       # signed 16-bit conversion results
         self.failed = bytearray(b"\x01" * n)   # no conversion read yet
         self.taps = [BankTap(self, k, ratios[k]) for k in range(n)]
@@ -211,7 +196,7 @@ class TapBank:
                 self.scan_all()
             ch = self.inputs - 1          # so the pipeline starts at input 0
         else:
-            if _ticks_diff(_ticks_us(), self.t_start) < self.wait_us:
+            if ticks_diff(ticks_us(), self.t_start) < self.wait_us:
                 self._wait()              # called again within a conversion time
             self._collect(ch)
         ch += 1
@@ -231,7 +216,7 @@ class TapBank:
                     started[j] = 1
                 except OSError:
                     self._chip_failed(j)
-        self.t_start = _ticks_us()
+        self.t_start = ticks_us()
         self.ch = ch
 
     def _collect(self, ch):
@@ -259,8 +244,8 @@ class TapBank:
         chip failed: sensors.MISSING, voltage NaN) in one call: what taps[k].read_v()
         gives, without a call and an exception per tap."""
         code, failed, scale = self.code, self.failed, self.scale
-        if _native_taps is not None:
-            _native_taps(code, failed, scale, tap_v, tap_st)
+        if self.native_taps is not None:
+            self.native_taps(code, failed, scale, tap_v, tap_st)
             return
         for k in range(len(code)):
             if failed[k]:

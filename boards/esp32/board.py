@@ -1,6 +1,7 @@
 # ESP32 (DevKitC) pin map and driver set-up. `machine` is imported only inside make_board()
 # so this module also imports on the host. Only ADC1 pins: ADC2 is unusable with Wi-Fi.
-from drivers import adc_taps, assemble
+from bms import hardware
+from drivers import adc_taps
 
 PINS = {
     "i2c_id": 0, "sda": 21, "scl": 22, "i2c_hz": 400000,
@@ -39,7 +40,7 @@ WIRING = {"name": "ESP32 DevKitC", "ntc_top": "3V3", "supply_v": 3.3,
 
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
-    c, p = assemble.merge(CONFIG, PINS, config, pins)
+    c, p = hardware.merge(CONFIG, PINS, config, pins)
     if c["taps"] not in ("ads1115", "adc"):
         raise ValueError("board: config 'taps' must be 'ads1115' or 'adc'")
     n_max = 4 * len(c["ads_addrs"]) if c["taps"] == "ads1115" else len(p["tap_adc"])
@@ -58,13 +59,13 @@ def build(i2c, ntc_reads, tap_reads, pin, config=None, pins=None):
     c, p = settings(config, pins)
     n = c["series_cells"]
     if c["taps"] == "ads1115":
-        taps, scan = assemble.ads_taps(i2c, c, n)
+        taps, scan = hardware.ads_taps(i2c, c, n)
     else:
         ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 3.0 for k in range(n)]
         taps = [adc_taps.AdcTap(tap_reads[k], ratios[k], c["adc_vref_v"]) for k in range(n)]
         scan = None
-    return assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
-                          assemble.ntcs(ntc_reads, c), "esp32", scan)
+    return hardware.board(i2c, c, p, pin, hardware.current_monitor(i2c, c), taps,
+                          hardware.ntcs(ntc_reads, c), "esp32", scan)
 
 
 def make_board(config=None, pins=None):

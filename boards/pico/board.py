@@ -1,6 +1,6 @@
 # Raspberry Pi Pico (RP2040) pin map and driver set-up. `machine` is imported only inside
 # make_board() so this module also imports on the host.
-from drivers import assemble
+from bms import hardware
 
 PINS = {
     "i2c_id": 0, "sda": 4, "scl": 5, "i2c_hz": 400000,
@@ -36,7 +36,7 @@ WIRING = {"name": "Raspberry Pi Pico (RP2040)",
 
 def settings(config=None, pins=None):
     """CONFIG and PINS with the given keys replaced (unknown keys are an error)."""
-    c, p = assemble.merge(CONFIG, PINS, config, pins)
+    c, p = hardware.merge(CONFIG, PINS, config, pins)
     n = c["series_cells"]
     if not 1 <= n <= min(16, 4 * len(c["ads_addrs"]), len(p["bleed"])):
         raise ValueError("board: series_cells must be 1..%d with %d ADS1115 and %d bleed pins"
@@ -51,9 +51,9 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
     """Drivers on a given bus, NTC read_u16 callables and pin(number, active_high) factory;
     make_board() passes machine's, tests pass simulated ones."""
     c, p = settings(config, pins)
-    taps, scan = assemble.ads_taps(i2c, c, c["series_cells"])
-    b = assemble.board(i2c, c, p, pin, assemble.current_monitor(i2c, c), taps,
-                       assemble.ntcs(read_u16s, c), "pico", scan)
+    taps, scan = hardware.ads_taps(i2c, c, c["series_cells"])
+    b = hardware.board(i2c, c, p, pin, hardware.current_monitor(i2c, c), taps,
+                       hardware.ntcs(read_u16s, c), "pico", scan)
     # the taps' scan is pipelined over fast ticks (ads1115.TapBank); read them in one call
     bank = taps[0].bank
     b.tap_read = bank.read_into

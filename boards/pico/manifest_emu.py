@@ -6,6 +6,6 @@
 # REPL, and the maker's firmware stays untouched.
 # ruff: noqa: F821  (include/package/module come from MicroPython's manifest tool)
 include("$(PORT_DIR)/boards/manifest.py")
-include("../device_manifest.py")
+include("../../device/manifest.py")
 module("board.py")
-package("drivers", files=("sim_i2c.py",), base_path="..")
+package("sim", files=("sim_i2c.py",), base_path="..")   # `from sim import sim_i2c`

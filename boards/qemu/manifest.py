@@ -5,4 +5,4 @@
 # freezes only MicroPython's own test modules), and no board.py/main.py: nothing starts
 # the BMS at boot, the tests drive it from the raw REPL.
 # ruff: noqa: F821  (include comes from MicroPython's manifest tool)
-include("../device_manifest.py")
+include("../../device/manifest.py")

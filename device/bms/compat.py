@@ -17,6 +17,14 @@ except ImportError:  # CPython: a monotonic clock, wrapping never
     def ticks_diff(a, b):
         return a - b
 
+    def sleep_us(us):
+        _time.sleep(us / 1000000)
+
+    # The board drivers (boards/drivers) are plain MicroPython and take these from
+    # `time` itself: in CPython, `time` gets them here.
+    _time.ticks_ms, _time.ticks_us, _time.ticks_diff = ticks_ms, ticks_us, ticks_diff
+    _time.sleep_us = sleep_us
+
 try:
     import hashlib
 except ImportError:  # very small ports
@@ -57,3 +65,13 @@ def network():
     except ImportError:
         return None
     return net
+
+
+def urandom(n):
+    """n bytes from the port's random source (os.urandom), or None on a port without one
+    (no os module, no urandom, or a source that refuses)."""
+    try:
+        import os
+        return os.urandom(n)
+    except (ImportError, AttributeError, OSError, NotImplementedError):
+        return None

@@ -95,13 +95,11 @@ def parse_line(line):
 
 def boot_id():
     """A random 30-bit number per power-up: sequence numbers restart at each boot."""
-    try:
-        import os
-        b = os.urandom(4)
-        return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) & 0x3FFFFFFF
-    except (ImportError, AttributeError, OSError, NotImplementedError):
+    b = compat.urandom(4)
+    if b is None:
         import random
         return random.getrandbits(30)
+    return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) & 0x3FFFFFFF
 
 
 def _signed_body(issued, text):

@@ -132,7 +132,8 @@ def _mpy_lib_dir(mpy):
 
 def build_qemu():
     """The qemu port for a bare-metal Cortex-M3 (MPS2_AN385: soft float, float32) with
-    ulab, bms_native and the device code frozen by boards/qemu/manifest.py."""
+    ulab, bms_native and the device code (device/manifest.py) frozen by
+    boards/qemu/manifest.py."""
     mpy, ulab = sources()
     mods = usercmodules(ulab)
     mpy_cross(mpy)
@@ -153,7 +154,8 @@ RP2_LIBS = ("pico-sdk-2.2.0-rp2040-trim", "tinyusb-aa0fc2e08-rp2040-trim",
 def build_rp2():
     """The Raspberry Pi Pico firmware (RPI_PICO) with ulab, bms_native and the device
     code frozen, for the rp2040js emulator: boards/pico/manifest_emu.py is the maker's
-    manifest (boards/pico/manifest.py) without main.py and with the simulated I2C bus."""
+    manifest (boards/pico/manifest.py) without main.py and with the simulated I2C bus
+    (boards/sim/sim_i2c.py)."""
     mpy, ulab = sources()
     if mpy.is_relative_to(VENDOR_OUT):
         for name in RP2_LIBS:  # the port's submodules, from the vendor folder

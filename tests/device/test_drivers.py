@@ -1,5 +1,7 @@
 # Drivers against the simulated register maps: physical value in, same value out.
-from drivers import adc_taps, ads1115, fet, ina226, ina228, sim_i2c
+from bms import compat, hardware
+from drivers import adc_taps, ads1115, fet, ina226, ina228
+from sim import sim_i2c
 
 
 def _bus_with(dev):
@@ -393,6 +395,19 @@ def test_ads1115_tap_bank_waits_when_scanned_again_within_a_conversion():
     assert bus.log.index(("r", 0x48, 0x01)) < bus.log.index(("r", 0x48, 0x00))
 
 
+def test_board_assembly_hands_the_firmware_tap_reader_to_the_bank():
+    # The drivers import nothing from the BMS: bms.hardware gives the bank the firmware's
+    # bms_native.taps when there is one (None otherwise).
+    bus = sim_i2c.SimI2C()
+    for j in range(2):
+        bus.add(sim_i2c.SimADS1115(0x48 + j))
+    c = {"ads_addrs": (0x48, 0x49, 0x4A), "ads_fsr_v": 4.096, "tap_ratios": None}
+    taps, scan = hardware.ads_taps(bus, c, 6)
+    bank = taps[0].bank
+    assert len(taps) == 6 and len(bank.adcs) == 2 and callable(scan)
+    assert bank.native_taps is getattr(compat.native, "taps", None)
+
+
 def test_ads1115_tap_bank_read_into_same_in_c_and_python():
     # With the firmware's bms_native.taps the bank's read_into runs in C; without it (or
     # with it switched off here) in Python: the same voltages and statuses, bit for bit.
@@ -407,15 +422,11 @@ def test_ads1115_tap_bank_read_into_same_in_c_and_python():
     bank.code[1] = -32768
     bank.code[9] = 32767
     got = []
-    saved = ads1115._native_taps
-    try:
-        for native in (saved, None):
-            ads1115._native_taps = native
-            v, st = array("f", [0.0] * 10), bytearray(10)
-            bank.read_into(v, st)
-            got.append(([x for x in v], list(st)))
-    finally:
-        ads1115._native_taps = saved
+    for native in (getattr(compat.native, "taps", None), None):
+        bank.native_taps = native
+        v, st = array("f", [0.0] * 10), bytearray(10)
+        bank.read_into(v, st)
+        got.append(([x for x in v], list(st)))
     (va, sa), (vb, sb) = got
     assert sa == sb == [0] * 4 + [1] * 4 + [0] * 2, (sa, sb)
     for k in range(10):

@@ -1,7 +1,8 @@
 # Protection state machines: trips after delays, latching, release with hysteresis, sensor
 # faults to a safe state within one fast tick.
 from bms import faultlog, protection, sensors
-from drivers import ads1115, ina226, ntc, sim_i2c
+from drivers import ads1115, ina226, ntc
+from sim import sim_i2c
 
 TICK = 10
 CAL = {"cell": {"chemistry": "nmc"},

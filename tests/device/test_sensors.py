@@ -1,6 +1,7 @@
 # Acquisition and validation on a simulated board (INA226 + ADS1115 taps + NTCs).
 from bms import sensors
-from drivers import ads1115, ina226, ntc, sim_i2c
+from drivers import ads1115, ina226, ntc
+from sim import sim_i2c
 
 
 class _Rig:

@@ -1,8 +1,14 @@
-# The driver set-up every board shares: settings merged over a board's defaults, the
-# current monitor, the ADS1115 cell taps, the NTCs and the FETs around sensors.Board.
-# A board module keeps only its pin map, its defaults and what is its own (on-chip taps).
+# The driver set-up every board shares: a board's settings merged over its defaults, the
+# current monitor, the ADS1115 cell taps, the NTCs and the FETs, assembled into a
+# sensors.Board. A board module (boards/<board>/board.py) keeps only its pin map, its
+# defaults and what is its own (the ESP32's on-chip taps). The drivers know nothing of
+# the BMS: what they can use from the firmware (bms_native) is handed to them here.
 from bms import sensors
+from bms.compat import native
 from drivers import ads1115, fet, ina226, ina228, ntc
+
+# TapBank.read_into in C when the firmware has bms_native: no float boxed per tap
+_native_taps = getattr(native, "taps", None)
 
 
 def merge(config_defaults, pins_defaults, config=None, pins=None):
@@ -28,7 +34,7 @@ def ads_taps(i2c, c, n):
     """Cell taps on ADS1115s (four per chip), converted in parallel: (taps, scan)."""
     adcs = [ads1115.ADS1115(i2c, a, c["ads_fsr_v"]) for a in c["ads_addrs"][:(n + 3) // 4]]
     ratios = c["tap_ratios"] or [(k + 1) * 4.5 / 4.0 for k in range(n)]
-    bank = ads1115.TapBank(adcs, ratios)
+    bank = ads1115.TapBank(adcs, ratios, _native_taps)
     return bank.taps, bank.scan
 
 
