@@ -17,10 +17,13 @@ import math
 import numpy as np
 from scipy.signal import lfilter
 
-# as device/bms/model.py
-I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
-KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
-OCV_TOP_SPAN = 0.1  # SOC: the OCV rises past the grid's top with its slope over this
+from . import use_device_code
+
+use_device_code()
+# the device model: its table order, constants, defaults (model.pack) and kinetic term
+from bms import model  # noqa: E402
+
+# the diffusion block a fit writes when the shift is off (gain 0: model.pack's defaults)
 NO_DIFFUSION = {"shift_per_a": 0.0, "tau_s": 100.0, "activation_k": 0.0}
 
 
@@ -31,7 +34,7 @@ def charge_gain(diffusion):
 
 def shift_path(time_s, current_a, temp_c, diffusion):
     """The diffusion shift d (SOC fraction) per row for a current and a core temperature
-    path (row k's shift uses the temperature of row k-1, as model.shift_update)."""
+    path (row k's shift uses the temperature of row k-1, as model.shift_ahead)."""
     g = diffusion["shift_per_a"]
     gc = charge_gain(diffusion)
     n = len(current_a)
@@ -54,44 +57,41 @@ def shift_path(time_s, current_a, temp_c, diffusion):
     return d
 
 
-def kinetic_v(i_a, i0_a, tc):
-    """Butler-Volmer overpotential (V), exactly model.kinetic_v (scalars)."""
-    x = i_a / (2.0 * i0_a)
-    ax = x if x >= 0.0 else -x
-    eta = math.log(ax + math.sqrt(ax * ax + 1.0))
-    return KIN_B * (tc + 273.15) * (eta if x >= 0.0 else -eta)
-
-
 def kinetic_np(i_a, i0_a, tc):
-    """Vectorised kinetic_v (arrays; equal to it within rounding)."""
+    """model.kinetic_v over arrays (equal to it within rounding)."""
     x = np.asarray(i_a, dtype=float) / (2.0 * np.asarray(i0_a, dtype=float))
-    return KIN_B * (np.asarray(tc, dtype=float) + 273.15) * np.arcsinh(x)
+    return model.KIN_B * (np.asarray(tc, dtype=float) + 273.15) * np.arcsinh(x)
+
+
+def kinetic_di0(i_a, i0_a, tc):
+    """Derivative of kinetic_np with respect to the exchange current (V per A)."""
+    i0 = np.asarray(i0_a, dtype=float)
+    x = np.asarray(i_a, dtype=float) / (2.0 * i0)
+    return model.KIN_B * (np.asarray(tc, dtype=float) + 273.15) * (-x / i0) / np.sqrt(1.0 + x * x)
 
 
 class Tables:
-    """Calibration tables as numpy arrays: soc (ns), temp (nt), tab[name] (nt, ns)."""
-
-    NAMES = ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "i0_a",
-             "r2c_ohm", "rh_ohm")
+    """Calibration tables as numpy arrays: soc (ns), temp (nt), tab[name] (nt, ns) for
+    every name of model.TABLES; heat_v1, heat_v2 (the heated fractions k1, k2) and
+    heat_rh (the ohmic heat takes rh_ohm, else R0). What the calibration leaves out
+    (r0c, r2c, rh, i0, k1, k2) is filled as the device fills it: read back from
+    model.pack's array."""
 
     def __init__(self, soc, temp_c, tables, thermal, capacity_ah, diffusion=None):
         self.soc = np.asarray(soc, dtype=float)
         self.temp = np.asarray(temp_c, dtype=float)
-        self.tab = {}
-        for n in self.NAMES:
-            v = tables.get(n)
-            if v is None and n == "r0c_ohm":
-                v = tables["r0_ohm"]
-            if v is None and n == "r2c_ohm":
-                v = tables["r2_ohm"]
-            if v is None and n == "i0_a":
-                v = np.full((len(self.temp), len(self.soc)), I0_NONE)
-            if v is None and n == "rh_ohm":
-                v = tables["r0_ohm"]   # unused: the heat takes R0 (heat_rh False)
-            self.tab[n] = np.array(v, dtype=float).reshape(len(self.temp), len(self.soc))
+        ns, nt = len(self.soc), len(self.temp)
+        given = {n: np.asarray(tables[n], dtype=float).reshape(nt, ns) for n in model.TABLES
+                 if tables.get(n) is not None}
+        p = np.array(model.pack({"tables": dict(given, soc=self.soc, temp_c=self.temp),
+                                 "thermal": thermal, "cell": {"capacity_ah": capacity_ah}}))
+        base = model.HEADER + ns + nt
+        self.tab = {n: p[base + k * ns * nt:base + (k + 1) * ns * nt].reshape(nt, ns)
+                    for k, n in enumerate(model.TABLES)}
         self.thermal = dict(thermal)
-        # ohmic heat from a table of its own (model.HEAT_RH), else from R0 as the voltage
-        self.heat_rh = tables.get("rh_ohm") is not None
+        self.heat_v1 = float(p[model.HEAT_V1])
+        self.heat_v2 = float(p[model.HEAT_V2])
+        self.heat_rh = bool(p[model.HEAT_RH])
         self.capacity_ah = float(capacity_ah)
         # solid-diffusion shift (model.py): gain 0 = none
         self.diffusion = dict(NO_DIFFUSION, **(diffusion or {}))
@@ -116,7 +116,7 @@ class Tables:
         g = self.soc
         if len(g) == 1:
             return np.zeros(len(self.temp))
-        span = min(OCV_TOP_SPAN, g[-1] - g[0])
+        span = top_span(g)
         o = self.tab["ocv_v"]
         lo = np.array([np.interp(g[-1] - span, g, row) for row in o])
         return (o[:, -1] - lo) / span
@@ -134,6 +134,12 @@ class Tables:
             else:
                 hi = mid
         return 0.5 * (lo + hi)
+
+
+def top_span(grid):
+    """The SOC span below the grid's top whose mean OCV slope continues past the top
+    (model.lookup)."""
+    return min(model.OCV_TOP_SPAN, grid[-1] - grid[0])
 
 
 def bracket(grid, x):
@@ -195,13 +201,16 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     S = []
     slopes = tb.ocv_top_slopes()
     above = np.maximum(soc - tb.soc[-1], 0.0)
-    for name in Tables.NAMES:
+    for k, name in enumerate(model.TABLES):
         t = tb.tab[name]
         s_tab = (1.0 - sw)[:, None] * t[:, si].T + sw[:, None] * t[:, si1].T
-        if name == "ocv_v":   # past the top of the grid it keeps rising (model.lookup)
+        if k == model.OCV:   # past the top of the grid it keeps rising (model.lookup)
             s_tab = s_tab + above[:, None] * slopes[None, :]
         S.append(s_tab.tolist())
-    s_ocv, s_r0, s_r0c, s_r1, s_tau1, s_r2, s_tau2, s_i0, s_r2c, s_rh = S
+    s_ocv, s_r0, s_r0c, s_r1, s_tau1 = S[model.OCV], S[model.R0], S[model.R0C], S[model.R1], \
+        S[model.TAU1]
+    s_r2, s_tau2, s_i0, s_r2c, s_rh = S[model.R2], S[model.TAU2], S[model.I0], S[model.R2C], \
+        S[model.RH]
     heat_rh = tb.heat_rh
     tg = tb.temp.tolist()
     nt = len(tg)
@@ -210,8 +219,8 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     g2 = 1.0 / th["r_surf_amb_k_per_w"]
     c_core = th["c_core_j_per_k"]
     c_surf = th["c_surf_j_per_k"]
-    k2 = float(th.get("heat_v2_fraction", 1.0))
-    k1 = float(th.get("heat_v1_fraction", 1.0))
+    k1 = tb.heat_v1
+    k2 = tb.heat_v2
     il = i_a.tolist()
     dl = dt.tolist()
     al = amb.tolist()
@@ -241,11 +250,9 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
     # looked up at row k, used by the step into row k + 1
     r0d = r0c = r1 = r2d = r2c = rh = 0.0
     tau1 = tau2 = 1.0
-    i0 = I0_NONE
+    i0 = model.I0_NONE
     tk = tc   # temperature of the kinetic term: the lookup temperature of the last row
-    kb = KIN_B
-    log = math.log
-    sqrt = math.sqrt
+    kinetic_v = model.kinetic_v
     for k in range(n):
         if k > 0:
             # step k: parameters at the state before it (lk, the lookup of row k-1)
@@ -255,10 +262,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
             a2 = exp(-d / tau2)
             r0 = (r0d if i >= 0.0 else r0c) * r0_scale
             # kinetic term at the pre-step state (i0 and core temperature of row k-1)
-            x = i / (2.0 * i0)
-            ax = x if x >= 0.0 else -x
-            e = log(ax + sqrt(ax * ax + 1.0))
-            eta = kb * (tk + 273.15) * (e if x >= 0.0 else -e)
+            eta = kinetic_v(i, i0, tk)
             ro = rh * r0_scale if heat_rh else r0
             heat = i * (ro * i + k1 * v1 + eta) + k2 * i * v2
             if sg != 0.0 or sgc != 0.0:
@@ -315,10 +319,7 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         row = s_rh[k]
         rh = u * row[j] + wt * row[j1]
         i = il[k]
-        x = i / (2.0 * i0)
-        ax = x if x >= 0.0 else -x
-        e = log(ax + sqrt(ax * ax + 1.0))
-        eta = kb * (tl + 273.15) * (e if x >= 0.0 else -e)
+        eta = kinetic_v(i, i0, tl)
         tk = tl
         out_v[k] = ocv - v1 - v2 - (r0d if i >= 0.0 else r0c) * r0_scale * i - eta
         out_tc[k] = tc
@@ -395,20 +396,3 @@ def simulate_thermal(time_s, heat_w, ambient_c, thermal, tc0, ts0):
         k = e
     return tc, ts
 
-
-def pack(tables, r0_scale=1.0):
-    """The device's flat parameter list for these tables (model.pack layout)."""
-    ns, nt = len(tables.soc), len(tables.temp)
-    th = tables.thermal
-    p = [float(ns), float(nt), tables.capacity_ah * 3600.0, th["c_core_j_per_k"],
-         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"],
-         float(r0_scale), float(th.get("heat_v2_fraction", 1.0)), 0.0,
-         float(tables.diffusion["shift_per_a"]), float(tables.diffusion["tau_s"]),
-         float(tables.diffusion["activation_k"]),
-         float(charge_gain(tables.diffusion)), float(th.get("heat_v1_fraction", 1.0)),
-         1.0 if tables.heat_rh else 0.0]
-    p.extend(tables.soc.tolist())
-    p.extend(tables.temp.tolist())
-    for name in Tables.NAMES:
-        p.extend(tables.tab[name].ravel().tolist())
-    return p

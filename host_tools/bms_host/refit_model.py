@@ -66,14 +66,13 @@ class CellModel:
         r0 = np.where(seg.i >= 0, self.lookup("r0_ohm", soc, tc),
                       self.lookup("r0c_ohm", soc, tc))
         kin = kinetic_np(seg.i, self.lookup("i0_a", soc, tc), tc)
-        # the diffusion shift (model.shift_update) from rest at the segment's start
+        # the diffusion shift (model.shift_ahead) from rest at the segment's start
         d = shift_path(np.concatenate(([0.0], np.cumsum(seg.dt))),
                        np.concatenate(([0.0], seg.iq)), np.concatenate(([tc[0]], tc)),
                        self.tables.diffusion)[1:]
         base = self.tables.ocv(soc - d, tc) - v1 - v2 - kin
         # the loss that heats the cell, less the ohmic part: i*(k1 v1 + kinetic) + k2 i v2
-        k1 = float(self.th.get("heat_v1_fraction", 1.0))
-        k2 = float(self.th.get("heat_v2_fraction", 1.0))
+        k1, k2 = self.tables.heat_v1, self.tables.heat_v2
         rh = self.lookup("rh_ohm", soc, tc) if self.tables.heat_rh else r0
         # the heat is the interval's: its kinetic loss at the interval's current
         kin_q = kin if seg.iq is seg.i else kinetic_np(seg.iq, self.lookup("i0_a", soc, tc), tc)

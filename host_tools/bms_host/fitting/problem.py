@@ -30,12 +30,12 @@ def bilinear(grid_soc, grid_t, soc, tc):
 def _ocv_weights(grid_soc, grid_t, soc, tc):
     """Flat indices and weights (n, 8) of the OCV nodes per row, read as model.lookup
     does: bilinear, and past the top of the SOC grid rising with the mean slope of the
-    grid's top OCV_TOP_SPAN (weight 1 + e on the top, -e on the point a span below)."""
+    grid's top span (ecm.top_span; weight 1 + e on the top, -e on the point a span below)."""
     idx, wts = bilinear(grid_soc, grid_t, soc, tc)
     top = grid_soc[-1]
     if not np.any(soc > top):
         return idx, wts
-    span = min(ecm.OCV_TOP_SPAN, top - grid_soc[0])
+    span = ecm.top_span(grid_soc)
     e = (np.maximum(soc - top, 0.0) / span)[:, None]
     lidx, lwts = bilinear(grid_soc, grid_t, np.full(len(soc), top - span), tc)
     return np.hstack([idx, lidx]), np.hstack([wts * (1.0 + e), -lwts * e])
@@ -326,8 +326,7 @@ class LinearProblem:
         AtD = np.zeros((self.P, dlog.shape[1]))
         for it in self.items:
             i0 = np.sum(it["wts"] * flat[it["idx"]], axis=1)
-            x = it["i"] / (2.0 * i0)
-            deta = (ecm.KIN_B * (it["tc"] + 273.15) * (-x / i0) / np.sqrt(1.0 + x * x))
+            deta = ecm.kinetic_di0(it["i"], i0, it["tc"])
             drow = np.zeros((len(i0), dlog.shape[1]))
             for c in range(4):
                 drow += it["wts"][:, c, None] * di0[it["idx"][:, c]]

@@ -5,9 +5,12 @@ import math
 import numpy as np
 from scipy.optimize import least_squares
 
-from .. import ecm
+from .. import ecm, use_device_code
 from .options import I0_ACTIVATION_K
 from .problem import i0_table, LinearProblem
+
+use_device_code()
+from bms import model  # noqa: E402
 
 
 def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log=None,
@@ -97,7 +100,7 @@ def global_refine(cases, capacity_ah, grid_soc, grid_t, tabs, ocv_c20, opts, log
         info = {"i0_nfev": int(res.nfev), "i0_cost": float(res.cost), "phi": phi}
         i0 = i0_table(phi, knots, grid_soc)
     else:
-        i0 = np.full((nt, len(grid_soc)), ecm.I0_NONE)
+        i0 = np.full((nt, len(grid_soc)), model.I0_NONE)
     x, _ = lp.solve(i0, bounded=True)
     info["trace_rms_mv"] = 1e3 * lp.trace_rms(i0, x) if lp.items else float("nan")
     new = dict(tabs)

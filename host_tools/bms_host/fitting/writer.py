@@ -8,15 +8,10 @@ from .. import __version__, use_device_code
 from .dataset import dataset_sha256, split_record
 from .options import FIT_VERSION
 
-
-def _chemistry_limits():
-    """The device's chemistry table (device/bms/chemistry.py): protection reads the same."""
-    use_device_code()
-    from bms.chemistry import LIMITS
-    return LIMITS
-
-
-LIMITS = _chemistry_limits()
+use_device_code()
+from bms import model  # noqa: E402
+# the device's chemistry table (device/bms/chemistry.py): protection reads the same
+from bms.chemistry import LIMITS  # noqa: E402
 
 
 def _round_table(a, digits):
@@ -32,14 +27,13 @@ def build_calibration(tb, info, cell_id, chemistry, results):
     cap = info["capacity_ah"]
     tabs = {"soc": [round(float(s), 6) for s in tb.soc],
             "temp_c": [round(float(t), 3) for t in tb.temp]}
-    for name in ("ocv_v", "r0_ohm", "r0c_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s",
-                 "i0_a", "r2c_ohm"):
+    for name in model.TABLES:
+        if name == "rh_ohm" and not tb.heat_rh:
+            continue   # no heat table of its own: the device's heat takes R0
         # volts and ohms to the micro-unit (1 uOhm at 10 A is 10 uV): the file, signed,
         # must fit a board's MQTT receive buffer (32 KB)
         tabs[name] = _round_table(tb.tab[name], 4 if name in ("tau1_s", "tau2_s") else
                                   5 if name == "i0_a" else 6)
-    if tb.heat_rh:
-        tabs["rh_ohm"] = _round_table(tb.tab["rh_ohm"], 6)
     created = os.environ.get("SOURCE_DATE_EPOCH")
     stamp = time.gmtime(int(created)) if created else time.gmtime()
     body = {
