@@ -75,6 +75,9 @@ def trace(cal, n, seed=1, soc0=0.75):
 
 
 def run(backend, cal, rows, soc0_pct=65.0):
+    """The filter over rows; the cell's capacity and R0 factor in u differ from the
+    calibration's (as a learned capacity and the RLS factor do), so the C step is
+    checked on the per-cell inputs too."""
     b = backend
     p = b.alloc(model.pack(cal))
     cfg = b.alloc(ukf.default_cfg())
@@ -82,15 +85,23 @@ def run(backend, cal, rows, soc0_pct=65.0):
     P = b.alloc([0.0] * 36)
     for k, s in enumerate((15.0, 10.0, 10.0, 2.0, 1.0, 50.0)):
         P[k * 7] = s * s
-    out = b.alloc([0.0] * 5)
+    out = b.alloc([0.0] * ukf.OUT_SIZE)
+    u = b.alloc(ukf.make_u(0.0, 22.0, 1.0, 0.0, 22.0, 0.97 * cal["cell"]["capacity_ah"] * 3600.0,
+                           1.05))
     soc, status, last = [], [], None
+    shift = 0.0
     for i, ta, v, ts, _ in rows:
         # the diffusion shift is the step's input, advanced as the estimator does it
-        model.shift_update(p, i, float(x[3]), 1.0)
-        st = b.step(x, P, p, cfg, i, ta, 1.0, v, ts, out)
+        shift = model.shift_ahead(p, shift, i, float(x[ukf.TC]), 1.0)
+        u[ukf.U_I] = i
+        u[ukf.U_TA] = ta
+        u[ukf.U_V] = v
+        u[ukf.U_TS] = ts
+        u[ukf.U_SHIFT] = shift
+        st = b.step(x, P, p, cfg, u, out)
         status.append(st)
-        soc.append(x[0] / 100.0)
-        last = (list(x), list(P), cfg[10])
+        soc.append(x[ukf.SOC] / 100.0)
+        last = (list(x), list(P), cfg[ukf.CFG_RV])
     return soc, status, last
 
 
@@ -203,8 +214,10 @@ def args(tc="f"):
     P = array(tc, [0.0] * 36)
     for k in range(6):
         P[k * 7] = 1.0
-    return [x, P, array(tc, model.pack(cal)), array(tc, ukf.default_cfg()),
-            array(tc, [1.0, 25.0, 1.0, 3.7, 25.0]), array(tc, [0.0] * 5)]
+    p = model.pack(cal)
+    return [x, P, array(tc, p), array(tc, ukf.default_cfg()),
+            array(tc, ukf.make_u(1.0, 25.0, 1.0, 3.7, 25.0, p[model.CAP_AS])),
+            array(tc, [0.0] * ukf.OUT_SIZE)]
 
 
 def test_good_arguments_step():
@@ -284,14 +297,28 @@ def test_bad_params_header_is_a_value_error(edit, msg):
 
 # ---- non-finite inputs never reach x or P ---------------------------------------------
 
-@pytest.mark.parametrize("slot", [0, 1, 2])
-def test_nan_input_is_an_error_code_and_state_is_kept(slot):
+@pytest.mark.parametrize("slot,value", [
+    (ukf.U_I, float("nan")), (ukf.U_TA, float("nan")), (ukf.U_DT, float("nan")),
+    (ukf.U_DT, 0.0), (ukf.U_CAP, float("inf")), (ukf.U_CAP, 0.0), (ukf.U_R0, float("nan")),
+    (ukf.U_SHIFT, float("nan"))])
+def test_bad_input_is_an_error_code_and_state_is_kept(slot, value):
     a = args()
     x0, P0 = list(a[0]), list(a[1])
-    a[4][slot] = float("nan")
+    a[4][slot] = value
     assert bms_native.ukf_step(*a) == ukf.ERR_NONFINITE
-    assert a[5][4] == ukf.ERR_NONFINITE
+    assert a[5][ukf.OUT_STATUS] == ukf.ERR_NONFINITE
     assert list(a[0]) == x0 and list(a[1]) == P0
+    ref = [list(v) for v in a]
+    assert ukf.step(*ref[:6], ukf.Workspace()) == ukf.ERR_NONFINITE
+
+
+def test_params_are_only_read():
+    a = args()
+    before = bytes(a[2])
+    for k in range(20):
+        a[4][ukf.U_SHIFT] = 0.001 * k
+        assert bms_native.ukf_step(*a) == 0
+    assert bytes(a[2]) == before
 
 
 def test_nan_in_state_or_table_never_spreads():
@@ -299,7 +326,7 @@ def test_nan_in_state_or_table_never_spreads():
     a[0][3] = float("nan")
     P0 = list(a[1])
     ref = [list(v) for v in a]
-    st_ref = ukf.step(*ref[:4], *ref[4], ref[5], ukf.Workspace())
+    st_ref = ukf.step(*ref[:6], ukf.Workspace())
     # A NaN state makes the innovation covariance NaN: the reference stops at its
     # determinant test (not PD); either way x and P keep their values.
     assert bms_native.ukf_step(*a) == st_ref == ukf.ERR_NOT_PD
@@ -314,7 +341,7 @@ def test_nan_in_state_or_table_never_spreads():
     a[0][0] = 100.0  # look up at the corner that holds it
     x0 = list(a[0])
     ref = [list(v) for v in a]
-    st_ref = ukf.step(*ref[:4], *ref[4], ref[5], ukf.Workspace())
+    st_ref = ukf.step(*ref[:6], ukf.Workspace())
     assert bms_native.ukf_step(*a) == st_ref != ukf.OK
     assert list(a[0]) == x0
     assert all(v == v for v in a[1])
@@ -328,7 +355,7 @@ def test_nan_covariance_is_not_pd_and_kept():
 
 
 def test_missing_measurements_are_skipped():
-    for slot in (3, 4):
+    for slot in (ukf.U_V, ukf.U_TS):
         a = args()
         a[4][slot] = float("nan")
         assert bms_native.ukf_step(*a) == 0
@@ -490,8 +517,10 @@ def setup(b):
     P = b.alloc([0.0] * 36)
     for k in range(6):
         P[k * 7] = 25.0
-    return (b.alloc([60.0, 0, 0, 25, 25, 0]), P, b.alloc(model.pack(cal)),
-            b.alloc(ukf.default_cfg()), b.alloc([0.0] * 5))
+    p = model.pack(cal)
+    return (b.alloc([60.0, 0, 0, 25, 25, 0]), P, b.alloc(p),
+            b.alloc(ukf.default_cfg()), b.alloc([0.0] * ukf.OUT_SIZE),
+            b.alloc(ukf.make_u(0.0, 25.0, 1.0, 0.0, 25.0, p[model.CAP_AS])))
 A = setup(nat)
 B = setup(py)
 sim = model.Simulator(model.pack(cal), 0.7, 25.0)
@@ -499,19 +528,23 @@ worst = 0.0
 for k in range(2000):
     i = calsample.drive_current(k) * (1 if (k // 500) % 2 == 0 else -1)
     v = sim.step(i, 25.0, 1.0)
-    sa = nat.step(A[0], A[1], A[2], A[3], i, 25.0, 1.0, v, sim.ts, A[4])
-    sb = py.step(B[0], B[1], B[2], B[3], i, 25.0, 1.0, v, sim.ts, B[4])
+    for u in (A[5], B[5]):
+        u[ukf.U_I] = i
+        u[ukf.U_V] = v
+        u[ukf.U_TS] = sim.ts
+    sa = nat.step(A[0], A[1], A[2], A[3], A[5], A[4])
+    sb = py.step(B[0], B[1], B[2], B[3], B[5], B[4])
     assert sa == sb == 0, (k, sa, sb)
     worst = max(worst, abs(A[0][0] - B[0][0]) / 100.0)
 try:
-    bms_native.ukf_step(A[0], A[1], A[2], A[3], [0.0] * 5, A[4])
+    bms_native.ukf_step(A[0], A[1], A[2], A[3], [0.0] * ukf.U_SIZE, A[4])
     raise SystemExit("a list was accepted")
 except TypeError:
     pass
 try:
     import ulab.numpy as np
     x = np.array(list(A[0]), dtype=np.float)
-    bms_native.ukf_step(x, A[1], A[2], A[3], nat.u, A[4])
+    bms_native.ukf_step(x, A[1], A[2], A[3], A[5], A[4])
 except ImportError:
     print("no ulab")
 print("WORST", worst)
@@ -545,3 +578,79 @@ def test_ukf_native_import_error_when_module_missing(monkeypatch):
     monkeypatch.delattr(bms, "ukf_native", raising=False)
     ok, why = backends.available("native")
     assert not ok and why == "native filter module bms_native is not in this firmware"
+
+
+# ---- the module's layout and ABI -------------------------------------------------------
+
+def header_defines():
+    """The #defines of ukf_core.h as {name: int}."""
+    import re
+    text = (SRC / "ukf_core.h").read_text()
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^#define BMS_(\w+) (\d+)\b", text, re.M)}
+
+
+def test_header_slots_are_ukf_py_slots():
+    d = header_defines()
+    names = [n for n in dir(ukf) if n.split("_")[0] in ("U", "CFG", "OUT") and n.isupper()]
+    assert len(names) >= 20
+    for n in names:
+        assert d[n] == getattr(ukf, n), n
+    for n in ("ABI", "NX", "NZ", "NTAB", "HEADER"):
+        want = getattr(ukf, n) if hasattr(ukf, n) else getattr(model, n)
+        assert d[n] == want, n
+
+
+def test_both_builds_export_the_python_layout():
+    for mod in (bms_native, bms_native_f64):
+        assert mod.ABI == ukf.ABI
+        assert mod.LAYOUT == ukf.LAYOUT == (ukf.NX, ukf.U_SIZE, ukf.CFG_SIZE, ukf.OUT_SIZE,
+                                             model.HEADER, model.NTAB)
+        assert ukf_native.mismatch(mod) is None
+
+
+class FakeModule:
+    """A bms_native built from other sources: it must never be stepped."""
+    TYPECODE = "f"
+    ABI = ukf.ABI
+    LAYOUT = ukf.LAYOUT
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def ukf_step(self, *a):
+        raise AssertionError("a module of another ABI was stepped")
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"ABI": ukf.ABI + 1}, "ABI %d, this software needs ABI %d" % (ukf.ABI + 1, ukf.ABI)),
+    ({"LAYOUT": (6, 5, 12, 5, 16, 10)}, "(6, 5, 12, 5, 16, 10) where this software has"),
+    ({"LAYOUT": ()}, "NX/U/CFG/OUT/HEADER/NTAB"),
+])
+def test_another_abi_falls_back_with_one_sentence(monkeypatch, kw, words):
+    fake = FakeModule(**kw)
+    why = ukf_native.mismatch(fake)
+    assert why is not None and words in why and why.count(". ") == 0, why
+    with pytest.raises(ValueError, match="rebuild the firmware"):
+        ukf_native.Backend(fake)
+    monkeypatch.setattr(ukf_native, "bms_native", fake)
+    ok, reason = backends.available("native")
+    assert not ok and words in reason
+    cal = calibration()
+    b, note = backends.choose(None, cal)
+    assert b.name != "native" and "native:" in note and words in note
+    b, note = backends.choose("native", cal)
+    assert b.name != "native" and words in note
+
+
+def test_a_module_without_abi_falls_back(monkeypatch):
+    class Old:
+        TYPECODE = "f"
+
+        def ukf_step(self, *a):
+            raise AssertionError("stepped")
+
+    monkeypatch.setattr(ukf_native, "bms_native", Old())
+    b, note = backends.choose(None, calibration())
+    assert b.name != "native" and "bms_native has no ABI number" in note

@@ -24,8 +24,7 @@ def telemetry_db(db, seconds, r0_scale=1.0, cap_scale=1.0, period_s=1, straddle=
     cal, _ = calfile.load(LGM50)
     cap = cal["cell"]["capacity_ah"]
     p = model.pack(cal, capacity_ah=cap * cap_scale)
-    p[model.R0_SCALE] = r0_scale
-    sim = model.Simulator(p, soc, 25.0)
+    sim = model.Simulator(p, soc, 25.0, r0_scale)
     rnd = random.Random(seed)
     # the current in each whole second
     cur = []

@@ -39,15 +39,18 @@ def uncapped(lim):
     return d
 
 
-def reference(p, x, ta_c, lim, tab):
+def reference(p, cell, x, ta_c, lim, tab):
     st = (x[0] / 100.0, x[1] / 1000.0, x[2] / 1000.0, x[3], x[4])
-    return [sop.limits(p, st, ta_c, lim, h, tab) for h in sop.HORIZONS_S]
+    return [sop.limits(p, cell, st, ta_c, lim, h, tab) for h in sop.HORIZONS_S]
 
 
-def native(mod, p, x, ta_c, lim):
+def native(mod, p, cell, x, ta_c, lim):
     tc = mod.TYPECODE
     vec = array(tc, sop.lim_vec(lim))
     vec[sop.LIM_TA] = ta_c
+    vec[sop.LIM_CAP] = cell[sop.CELL_CAP]
+    vec[sop.LIM_R0] = cell[sop.CELL_R0]
+    vec[sop.LIM_SHIFT] = cell[sop.CELL_SHIFT]
     n = len(sop.HORIZONS_S)
     i_dis, i_chg = array(tc, [0.0] * n), array(tc, [0.0] * n)
     status = mod.sop(array(tc, p), array(tc, x), vec, i_dis, i_chg)
@@ -98,19 +101,18 @@ def test_grid_of_states_agrees_with_python(path, capped):
     tab = [0.0] * model.NTAB
     w = Worst(REL, ABS)
     n = 0
-    for shift, r0s in ((0.0, 1.0), (0.01, 1.0), (-0.008, 1.35), (0.02, 0.9)):
-        p = model.pack(cal)
-        p[model.SHIFT] = shift
-        p[model.R0_SCALE] = r0s
-        p = [f32(v) for v in p]   # both sides read the same float32 tables
+    p = [f32(v) for v in model.pack(cal)]   # both sides read the same float32 tables
+    for shift, r0s, cap in ((0.0, 1.0, 1.0), (0.01, 1.0, 0.8), (-0.008, 1.35, 1.0),
+                            (0.02, 0.9, 1.15)):
+        cell = (f32(p[model.CAP_AS] * cap), f32(r0s), f32(shift))
         for soc, tc, v1, v2 in grid_states():
             ts = tc - 1.5
             ta = tc - 4.0
             x = [f32(v) for v in (soc * 100.0, v1, v2, tc, ts, 0.0)]
-            ref = reference(p, x, ta, lim, tab)
-            st, i_dis, i_chg = native(bms_native, p, x, ta, lim)
+            ref = reference(p, cell, x, ta, lim, tab)
+            st, i_dis, i_chg = native(bms_native, p, cell, x, ta, lim)
             assert st == 0
-            w.check(ref, (i_dis, i_chg), (shift, r0s, soc, tc, v1, v2))
+            w.check(ref, (i_dis, i_chg), (cell, soc, tc, v1, v2))
             n += 1
     w.assert_ok()
     assert n > 1000
@@ -124,11 +126,11 @@ def test_double_build_is_the_same_math(path):
     for lim in (cal["limits"], uncapped(cal["limits"])):
         for shift in (0.0, 0.012):
             p = model.pack(cal)
-            p[model.SHIFT] = shift
+            cell = (p[model.CAP_AS] * 0.9, 1.1, shift)
             for soc, tc, v1, v2 in grid_states():
                 x = [soc * 100.0, v1, v2, tc, tc + 0.5, 0.0]
-                ref = reference(p, x, tc - 2.0, lim, tab)
-                st, i_dis, i_chg = native(bms_native_f64, p, x, tc - 2.0, lim)
+                ref = reference(p, cell, x, tc - 2.0, lim, tab)
+                st, i_dis, i_chg = native(bms_native_f64, p, cell, x, tc - 2.0, lim)
                 assert st == 0
                 w.check(ref, (i_dis, i_chg), (shift, soc, tc, v1, v2))
     w.assert_ok()
@@ -139,30 +141,31 @@ def test_thermal_limit_and_soc_window_and_charge_window():
     lim = uncapped(cal["limits"])
     tab = [0.0] * model.NTAB
     p = [f32(v) for v in model.pack(cal)]
+    c = (p[model.CAP_AS], 1.0, 0.0)
     # a core temperature limit just above the core: the thermal cap decides
     lim_t = dict(lim, t_core_max_c=27.0)
     x = [50.0, 0.0, 0.0, 26.0, 25.0, 0.0]
-    ref = reference(p, x, 25.0, lim_t, tab)
-    st, i_dis, i_chg = native(bms_native, p, x, 25.0, lim_t)
+    ref = reference(p, c, x, 25.0, lim_t, tab)
+    st, i_dis, i_chg = native(bms_native, p, c, x, 25.0, lim_t)
     assert st == 0
     w = Worst(REL, ABS)
     w.check(ref, (i_dis, i_chg), "thermal")
     w.assert_ok()
     # a core already past its limit: nothing either way
-    st, i_dis, i_chg = native(bms_native, p, x, 25.0, dict(lim, t_core_max_c=25.0))
+    st, i_dis, i_chg = native(bms_native, p, c, x, 25.0, dict(lim, t_core_max_c=25.0))
     assert i_dis == [0.0] * 3 and i_chg == [0.0] * 3
     # no thermal limit at all (None -> NaN in the vector)
     lim_n = dict(lim)
     lim_n.pop("t_core_max_c", None)
-    ref = reference(p, x, 25.0, lim_n, tab)
-    st, i_dis, i_chg = native(bms_native, p, x, 25.0, lim_n)
+    ref = reference(p, c, x, 25.0, lim_n, tab)
+    st, i_dis, i_chg = native(bms_native, p, c, x, 25.0, lim_n)
     w.check(ref, (i_dis, i_chg), "no thermal limit")
     w.assert_ok()
     # too cold to charge: no charge current, discharge still computed
     x = [50.0, 0.0, 0.0, -5.0, -5.0, 0.0]
-    st, i_dis, i_chg = native(bms_native, p, x, -5.0, cal["limits"])
+    st, i_dis, i_chg = native(bms_native, p, c, x, -5.0, cal["limits"])
     assert i_chg == [0.0] * 3 and min(i_dis) > 0.0
-    w.check(reference(p, x, -5.0, cal["limits"], tab), (i_dis, i_chg), "cold")
+    w.check(reference(p, c, x, -5.0, cal["limits"], tab), (i_dis, i_chg), "cold")
     w.assert_ok()
 
 
@@ -207,13 +210,13 @@ def test_held_out_trace_states_agree_with_python(cell, name):
         est.step(i, v, ts, ta, dt)
         if k % 20:
             continue
-        est._header()
         p = [f32(q) for q in est.p]
         x = [f32(q) for q in est.x]
-        seen_shift = max(seen_shift, abs(p[model.SHIFT]))
+        cell = (f32(est.capacity_ah() * 3600.0), f32(est.r0_feed()), f32(est.shift))
+        seen_shift = max(seen_shift, abs(cell[sop.CELL_SHIFT]))
         for lim in lims:
-            ref = reference(p, x, ta, lim, tab)
-            st, i_dis, i_chg = native(bms_native, p, x, ta, lim)
+            ref = reference(p, cell, x, ta, lim, tab)
+            st, i_dis, i_chg = native(bms_native, p, cell, x, ta, lim)
             assert st == 0
             w.check(ref, (i_dis, i_chg), (k, x[0], x[3]))
     w.assert_ok()
@@ -233,8 +236,9 @@ def test_make_picks_native_for_the_native_backend_and_agrees():
     assert isinstance(sop.make(cal["limits"], ukf_native.Backend(bms_native_f64)), sop.Native)
     p = nb.alloc(model.pack(cal))
     x = nb.alloc([30.0, 20.0, 10.0, 10.0, 10.0, 0.0])
-    assert s_n.update(p, x, 10.0) == 0
-    s_p.update(list(p), list(x), 10.0, [0.0] * model.NTAB)
+    cap = p[model.CAP_AS] * 0.95
+    assert s_n.update(p, x, 10.0, None, cap, 1.2, 0.004) == 0
+    s_p.update(list(p), list(x), 10.0, [0.0] * model.NTAB, cap, 1.2, 0.004)
     w = Worst(REL, ABS)
     ref = list(zip(s_p.i_dis, s_p.i_chg, strict=True))
     w.check(ref, (list(s_n.i_dis), list(s_n.i_chg)), "make")
@@ -244,11 +248,18 @@ def test_make_picks_native_for_the_native_backend_and_agrees():
 @pytest.mark.parametrize("r0_slow", [1.0, 1.05, 0.9, 1.1, 1.1000001, 0.8999999, 1.3, 0.6,
                                      float("nan")])
 @pytest.mark.parametrize("learned", ["none", "trusted", "uncertain"])
-def test_header_writes_what_r0_feed_and_capacity_ah_say(r0_slow, learned):
-    """_header writes r0_feed() and capacity_ah() out (it runs before every step and
-    SOP): the values it stores must stay the methods' own."""
+def test_sop_and_step_get_what_r0_feed_and_capacity_ah_say(r0_slow, learned):
+    """update_sop passes r0_feed(), capacity_ah() and the shift on, and step puts them in
+    its input vector: the values must stay the methods' own."""
     cal = load(CALS[0])
     est = estimator.CellEstimator(cal, backends.PythonBackend())
+    seen = []
+
+    class Spy:
+        def update(self, p, x, ta_c, tab, cap_as, r0s, shift):
+            seen.append((r0s, cap_as, shift))
+
+    est.power = Spy()
     est.r0_slow = r0_slow
     est.shift = 0.0123
     c = est.cap
@@ -256,38 +267,56 @@ def test_header_writes_what_r0_feed_and_capacity_ah_say(r0_slow, learned):
         c.pairs = estimator.CAP_MIN_PAIRS
         c.capacity_ah = 0.93 * est.nominal_ah
         c.sigma_ah = (0.01 if learned == "trusted" else 0.05) * est.nominal_ah
-    est._header()
+    est.update_sop(20.0)
     want = (est.r0_feed(), est.capacity_ah() * 3600.0, 0.0123)
-    got = (est.p[model.R0_SCALE], est.p[model.CAP_AS], est.p[model.SHIFT])
+    got = seen[0]
     for g, w_ in zip(got, want, strict=True):
         assert g == w_ or (g != g and w_ != w_), (got, want)
     if learned == "trusted":
         assert got[1] == c.capacity_ah * 3600.0
+    est.init(0.5, 25.0)
+    est.shift = 0.0123
+    d = model.shift_ahead(est.p, 0.0123, 1.0, 25.0, 1.0)   # x: bias 0, core at 25 degC
+    est.step(1.0, 3.6, 25.0, 25.0, 1.0)
+    u = est.u
+    got = (u[ukf.U_R0], u[ukf.U_CAP], u[ukf.U_SHIFT])
+    for g, w_ in zip(got, (want[0], want[1], d), strict=True):
+        assert g == w_ or (g != g and w_ != w_), (got, want)
 
 
-def test_update_sop_is_the_native_call_on_the_written_header():
+def test_update_sop_is_the_native_call_with_this_cells_values():
     cal = load(CALS[0])
+    cal = dict(cal, limits=uncapped(cal["limits"]))   # the computed limits, not the rated
     est = estimator.CellEstimator(cal, ukf_native.Backend())
     assert isinstance(est.power, sop.Native)
     est.init(0.4, 20.0)
     est.x[ukf.V1] = 15.0
     est.shift = 0.002
     est.r0_slow = 1.2
+    before = bytes(est.p)
     est.update_sop(22.0)
+    assert bytes(est.p) == before
     got = (list(est.i_dis), list(est.i_chg))
-    est._header()
     lim = array(bms_native.TYPECODE, sop.lim_vec(cal["limits"]))
     lim[sop.LIM_TA] = 22.0
+    lim[sop.LIM_CAP] = est.capacity_ah() * 3600.0
+    lim[sop.LIM_R0] = est.r0_feed()
+    lim[sop.LIM_SHIFT] = 0.002
     i_dis = array(bms_native.TYPECODE, [0.0] * len(sop.HORIZONS_S))
     i_chg = array(bms_native.TYPECODE, [0.0] * len(sop.HORIZONS_S))
     assert bms_native.sop(est.p, est.x, lim, i_dis, i_chg) == 0
     assert got == (list(i_dis), list(i_chg))
-    assert est.p[model.R0_SCALE] == pytest.approx(est.r0_feed(), rel=1e-6)
+    assert est.r0_feed() != 1.0   # the factor reached the call (not the calibration's)
+    lim[sop.LIM_R0] = 1.0
+    assert bms_native.sop(est.p, est.x, lim, i_dis, i_chg) == 0
+    assert got != (list(i_dis), list(i_chg))
 
 
 def test_a_module_without_sop_falls_back_to_python():
     class Old:
         TYPECODE = "f"
+        ABI = ukf.ABI
+        LAYOUT = ukf.LAYOUT
         ukf_step = None
 
     b = ukf_native.Backend(Old)
@@ -299,7 +328,9 @@ def test_a_module_without_sop_falls_back_to_python():
 def args():
     cal = load(CALS[0])
     vec = array("f", sop.lim_vec(cal["limits"]))
-    return [array("f", model.pack(cal)), array("f", [50.0, 0, 0, 25.0, 25.0, 0]), vec,
+    p = model.pack(cal)
+    vec[sop.LIM_CAP] = p[model.CAP_AS]
+    return [array("f", p), array("f", [50.0, 0, 0, 25.0, 25.0, 0]), vec,
             array("f", [0.0] * 3), array("f", [0.0] * 3)]
 
 
@@ -362,13 +393,17 @@ def test_bad_params_is_a_value_error():
         bms_native.sop(*a)
 
 
-@pytest.mark.parametrize("where", ["x", "lim", "horizon"])
+@pytest.mark.parametrize("where", ["x", "lim", "capacity", "r0", "horizon"])
 def test_non_finite_input_gives_no_current_and_status(where):
     a = args()
     if where == "x":
         a[1][3] = float("nan")
     elif where == "lim":
         a[2][1] = float("inf")
+    elif where == "capacity":
+        a[2][sop.LIM_CAP] = 0.0
+    elif where == "r0":
+        a[2][sop.LIM_R0] = float("nan")
     else:
         a[2][sop.LIM_BASE + 1] = 0.0
     a[3][0] = a[4][0] = 7.0

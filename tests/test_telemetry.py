@@ -71,8 +71,7 @@ def field_db(db, r0_scale=1.3, cap_scale=0.92, seconds=3600, seed=1):
     rnd = random.Random(seed)
     cap = cal["cell"]["capacity_ah"]
     p = model.pack(cal, capacity_ah=cap * cap_scale)
-    p[model.R0_SCALE] = r0_scale
-    sim = model.Simulator(p, 0.9, 25.0)
+    sim = model.Simulator(p, 0.9, 25.0, r0_scale)
     conn = record.open_db(db)
     i, hold = 0.0, 0
     for k in range(seconds):

@@ -57,6 +57,8 @@ def replay(be, cal, nsteps=NSTEPS, seed=1, cfg=None, dt_s=1.0):
     for k, s in enumerate((15.0, 10.0, 10.0, 2.0, 1.0, 50.0)):
         P[k * 7] = s * s
     out = be.alloc([0.0] * ukf.OUT_SIZE)
+    u = be.alloc(ukf.make_u(0.0, 25.0, dt_s, 0.0, 25.0, p_list[model.CAP_AS]))
+    shift = 0.0
     socs = []
     for k in range(nsteps):
         i = drive_current(k, cap) + 0.03           # 30 mA sensor offset for the bias state
@@ -69,11 +71,17 @@ def replay(be, cal, nsteps=NSTEPS, seed=1, cfg=None, dt_s=1.0):
             ts = float("nan")
         if k == 1500:
             v += 0.3                               # a glitch: the gate must clip it
-        model.shift_update(p, i, float(x[ukf.TC]), dt_s)   # the step's input, as in estimator
-        st = be.step(x, P, p, c, i, ta, dt_s, v, ts, out)
+        shift = model.shift_ahead(p, shift, i, float(x[ukf.TC]), dt_s)   # as in estimator
+        u[ukf.U_I] = i
+        u[ukf.U_TA] = ta
+        u[ukf.U_V] = v
+        u[ukf.U_TS] = ts
+        u[ukf.U_SHIFT] = shift
+        st = be.step(x, P, p, c, u, out)
         assert st == ukf.OK, (k, st)
         socs.append(float(x[ukf.SOC]) / 100.0)
-    return np.array(socs), [float(v) for v in x], [float(v) for v in P], float(c[10]), sim
+    return (np.array(socs), [float(v) for v in x], [float(v) for v in P],
+            float(c[ukf.CFG_RV]), sim)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +116,8 @@ def _one_step(be, v_meas, ts_meas, P_diag=(25.0, 4.0, 4.0, 1.0, 0.5, 100.0)):
         P[k * 7] = s
     P[1] = P[6] = 0.5
     out = be.alloc([0.0] * ukf.OUT_SIZE)
-    st = be.step(x, P, p, cfg, 2.5, 25.0, 1.0, v_meas, ts_meas, out)
+    u = be.alloc(ukf.make_u(2.5, 25.0, 1.0, v_meas, ts_meas, 0.9 * p[model.CAP_AS], 1.2, 0.004))
+    st = be.step(x, P, p, cfg, u, out)
     return st, [float(v) for v in x], [float(v) for v in P], [float(v) for v in cfg], \
         [float(v) for v in out]
 
@@ -123,8 +132,8 @@ def test_nan_measurement_is_skipped(v_meas, ts_meas):
         assert np.allclose(a, b, rtol=1e-10, atol=1e-10)
     assert all(v == v for v in got[1] + got[2])
     if v_meas != v_meas:
-        assert got[4][2] == 0.0                            # no voltage innovation
-        assert got[3][10] == ukf.default_cfg()[10]         # noise not adapted
+        assert got[4][ukf.OUT_INNOV] == 0.0                # no voltage innovation
+        assert got[3][ukf.CFG_RV] == ukf.default_cfg()[ukf.CFG_RV]   # noise not adapted
 
 
 @pytest.mark.parametrize("float64", [True, False])
@@ -135,7 +144,7 @@ def test_non_pd_P_returns_status_2(float64, bad):
     ref = _one_step(backends.PythonBackend(), 3.6, 26.1, diag)
     got = _one_step(ukf_ulab.Backend(float64=float64), 3.6, 26.1, diag)
     assert ref[0] == got[0] == ukf.ERR_NOT_PD
-    assert got[4][4] == ukf.ERR_NOT_PD
+    assert got[4][ukf.OUT_STATUS] == ukf.ERR_NOT_PD
     assert all(v == v for v in got[1])                     # x untouched, no NaN
     # the jitter retry touched P exactly as the reference did
     assert np.allclose(ref[2], got[2], equal_nan=True)

@@ -1,6 +1,7 @@
 # The three filter-step backends behind one interface:
 #   alloc(values) -> the array type the backend works on in place
-#   step(x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out) -> status (0 = ok)
+#   step(x, P, p, cfg, u, out) -> status (0 = ok); the layouts of u, cfg and out are
+#   ukf.py's (U_*, CFG_*, OUT_*), p is model.pack's and only read
 # `python` is the reference; `ulab` and `native` must agree with it.
 from bms import model, ukf
 
@@ -16,8 +17,8 @@ class PythonBackend:
     def alloc(self, values):
         return [float(v) for v in values]
 
-    def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
-        return ukf.step(x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out, self.ws)
+    def step(self, x, P, p, cfg, u, out):
+        return ukf.step(x, P, p, cfg, u, out, self.ws)
 
 
 def _load(name):
@@ -66,7 +67,8 @@ def check(b, cal):
     out = b.alloc([0.0] * ukf.OUT_SIZE)
     tab = [0.0] * model.NTAB
     v = model.ocv(p, 0.5, 25.0, tab)
-    st = b.step(x, P, p, cfg, 1.0, 25.0, 1.0, v, 25.0, out)
+    u = b.alloc(ukf.make_u(1.0, 25.0, 1.0, v, 25.0, cal["cell"]["capacity_ah"] * 3600.0))
+    st = b.step(x, P, p, cfg, u, out)
     if st != ukf.OK or not (-10.0 < x[ukf.SOC] < 110.0):
         raise ValueError("a test step returned status %d, SOC %r" % (st, x[ukf.SOC]))
 

@@ -45,15 +45,16 @@ RLS_P0 = 100.0
 class CellEstimator:
     def __init__(self, cal, backend=None, cfg=None, params=None):
         """params: the calibration's flat parameters made by backend.alloc, shared by all
-        cells of a pack (about 5 KB each in float32); this cell writes its own header
-        values (capacity, R0 factor, diffusion shift) into it before every use."""
+        cells of a pack (about 5 KB each in float32) and never written: this cell's own
+        values (capacity, R0 factor, diffusion shift) go in its input vector u."""
         self.cal = cal
         self.limits = cal["limits"]
         self.backend = backend if backend is not None else backends.make()
         b = self.backend
         self.nominal_ah = cal["cell"]["capacity_ah"]
         self.p = params if params is not None else b.alloc(model.pack(cal))
-        self.shift = 0.0          # this cell's diffusion shift (model.SHIFT)
+        self.shift = 0.0          # this cell's diffusion shift (SOC fraction, model.py)
+        self.u = b.alloc([0.0] * ukf.U_SIZE)   # the step's inputs (ukf.U_*)
         self.cfg = b.alloc(cfg if cfg is not None else ukf.default_cfg())
         self.cfg0 = [float(v) for v in self.cfg]
         self.x = b.alloc([0.0] * ukf.NX)
@@ -66,7 +67,7 @@ class CellEstimator:
         self.ah = 0.0             # charge moved (Ah, discharge positive), for SOH
         self.ready = False
         self.run_s = 0.0          # time since (re-)initialisation
-        self.rv_base = self.cfg0[10]
+        self.rv_base = self.cfg0[ukf.CFG_RV]
         self.eta_mv = 0.0         # model overpotential |OCV - V| of the last step (mV)
         self.rv_mv2 = 0.0         # voltage noise variance of the last step (mV^2)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
@@ -99,13 +100,13 @@ class CellEstimator:
             sig[ukf.V1] = sig[ukf.V2] = SIGMA_RC_REST
         for k in range(n):
             P[k * n + k] = sig[k] * sig[k]
-        self.cfg[10] = self.cfg0[10]
-        self.rv_base = self.cfg0[10]
+        self.cfg[ukf.CFG_RV] = self.cfg0[ukf.CFG_RV]
+        self.rv_base = self.cfg0[ukf.CFG_RV]
         self.eta_mv = 0.0
         self.run_s = 0.0
         self.bias_mv = 0.0
-        self.out[0] = model.ocv(self.p, soc, temp_c, self.tab)  # the prediction at rest
-        self.out[1] = temp_c
+        self.out[ukf.OUT_V] = model.ocv(self.p, soc, temp_c, self.tab)  # prediction at rest
+        self.out[ukf.OUT_TS] = temp_c
         self.ready = True
 
     def init_from_measurement(self, i_a, v, temp_c):
@@ -129,7 +130,7 @@ class CellEstimator:
         cfg = self.cfg
         c_rate = (i_a if i_a >= 0.0 else -i_a) / self.nominal_ah
         cold = 25.0 - self.x[ukf.TC]
-        cfg[0] = self.cfg0[0] + Q_SOC_PER_C * c_rate
+        cfg[ukf.CFG_Q + ukf.SOC] = self.cfg0[ukf.CFG_Q + ukf.SOC] + Q_SOC_PER_C * c_rate
         # Voltage noise variance = adapted part (the filter's covariance matching, which
         # learns what the schedule misses) + the scheduled model error for this current
         # and temperature, so a burst of high-current error does not linger into a rest.
@@ -137,18 +138,26 @@ class CellEstimator:
             + V_FLOOR_REL * self.eta_mv
         extra *= extra
         base = self.rv_base
-        f0 = self.cfg0[6]
-        cfg[6] = math.sqrt(f0 * f0 + extra)
-        cfg[8] = math.sqrt(self.cfg0[8] * self.cfg0[8] + extra)
-        cfg[10] = base + extra
-        self._header()
+        f0 = self.cfg0[ukf.CFG_V_FLOOR]
+        cfg[ukf.CFG_V_FLOOR] = math.sqrt(f0 * f0 + extra)
+        c0 = self.cfg0[ukf.CFG_V_CEIL]
+        cfg[ukf.CFG_V_CEIL] = math.sqrt(c0 * c0 + extra)
+        cfg[ukf.CFG_RV] = base + extra
         # the diffusion shift is an input of the filter step (see model.py)
-        self.shift = model.shift_update(self.p, i_a - self.x[ukf.BIAS] / 1000.0,
-                                        self.x[ukf.TC], dt_s)
+        self.shift = model.shift_ahead(self.p, self.shift, i_a - self.x[ukf.BIAS] / 1000.0,
+                                       self.x[ukf.TC], dt_s)
+        u = self.u
+        u[ukf.U_I] = i_a
+        u[ukf.U_TA] = ta_c
+        u[ukf.U_DT] = dt_s
+        u[ukf.U_V] = v_meas
+        u[ukf.U_TS] = ts_meas
+        u[ukf.U_CAP] = self.capacity_ah() * 3600.0
+        u[ukf.U_R0] = self.r0_feed()
+        u[ukf.U_SHIFT] = self.shift
         soc_before = self.x[ukf.SOC]
-        self.rv_mv2 = cfg[10]     # the voltage noise variance this step uses (diagnostics)
-        st = self.backend.step(self.x, self.P, self.p, cfg, i_a, ta_c, dt_s, v_meas,
-                               ts_meas, self.out)
+        self.rv_mv2 = cfg[ukf.CFG_RV]  # the voltage noise variance this step uses
+        st = self.backend.step(self.x, self.P, self.p, cfg, u, self.out)
         self.status = st
         if st != ukf.OK:
             self.errors += 1
@@ -165,12 +174,12 @@ class CellEstimator:
             self.x[ukf.SOC] = SOC_HI_PCT
         elif s < SOC_LO_PCT:
             self.x[ukf.SOC] = SOC_LO_PCT
-        base = cfg[10] - extra
+        base = cfg[ukf.CFG_RV] - extra
         self.rv_base = base if base > f0 * f0 else f0 * f0
         self.ah += i_a * dt_s / 3600.0
         if v_meas == v_meas:
             a = dt_s / BIAS_TAU_S if dt_s < BIAS_TAU_S else 1.0
-            self.bias_mv += a * (self.out[2] - self.bias_mv)
+            self.bias_mv += a * (self.out[ukf.OUT_INNOV] - self.bias_mv)
         P = self.P
         fl = SIGMA_SOC_MIN * SIGMA_SOC_MIN
         if P[0] < fl and P[0] > 0.0:
@@ -186,7 +195,7 @@ class CellEstimator:
         tc = self.x[ukf.TC]
         model.lookup(self.p, soc, tc, self.tab, model.R0C + 1)  # OCV, R0, R0C: all it needs
         r0_tab = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
-        eta = self.tab[model.OCV] - self.out[0]
+        eta = self.tab[model.OCV] - self.out[ukf.OUT_V]
         self.eta_mv = 1000.0 * (eta if eta >= 0.0 else -eta)
         self.rls.update(i_a, v_meas, (self.x[ukf.V1] + self.x[ukf.V2]) / 1000.0, r0_tab, dt_s,
                         self)
@@ -196,16 +205,9 @@ class CellEstimator:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
-    def _header(self):
-        """This cell's values in the (possibly shared) params header."""
-        p = self.p
-        p[model.R0_SCALE] = self.r0_feed()
-        p[model.CAP_AS] = self.capacity_ah() * 3600.0
-        p[model.SHIFT] = self.shift
-
     def update_sop(self, ta_c):
-        self._header()
-        self.power.update(self.p, self.x, ta_c, self.tab)
+        self.power.update(self.p, self.x, ta_c, self.tab, self.capacity_ah() * 3600.0,
+                          self.r0_feed(), self.shift)
 
     # -- results --------------------------------------------------------------
     def soc(self):
@@ -233,7 +235,7 @@ class CellEstimator:
         return self.x[ukf.TC]
 
     def voltage_pred_v(self):
-        return self.out[0]
+        return self.out[ukf.OUT_V]
 
     def bias_a(self):
         return self.x[ukf.BIAS] / 1000.0

@@ -18,7 +18,7 @@
 # an RC voltage, the shift follows the OCV's shape (large on the steep ends, small on the
 # plateaus) and is not dissipated as heat. d depends only on the current and the core
 # temperature, so it is an input of the filter, not a state: the estimator advances it
-# with shift_update before each filter step and the backends read it from p[SHIFT].
+# with shift_ahead before each filter step and passes it in (the step's u vector).
 #
 # Past the top of the SOC grid the OCV keeps rising with the mean slope of the grid's top
 # tenth (OCV_TOP_SPAN); below the grid and in every other table the end value holds. A
@@ -31,19 +31,23 @@
 # Discrete time, zero-order hold: the current of sample k is applied over (t_{k-1}, t_k].
 #
 # Parameters travel as one flat float array so that the python, ulab and C backends
-# share them without conversion:
-#   [0] n_soc  [1] n_temp  [2] capacity_as  [3] c_core  [4] c_surf  [5] r_cs  [6] r_sa
-#   [7] r0_scale (online resistance factor from RLS; 1.0 = as calibrated)
-#   [8] heat_v2_fraction k2 (thermal.heat_v2_fraction; 1.0 when absent)
-#   [9] shift d (SOC fraction; the state of the diffusion lag, written by shift_update)
-#   [10] shift gain g at 25 degC (SOC fraction per A; 0 = no diffusion term)
-#   [11] shift time constant tau at 25 degC (s)  [12] its activation E (K, = Ea / R)
-#   [13] shift gain on charge (i < 0; = [10] when the calibration has no
+# share them without conversion. They are the calibration only: made once by pack() and
+# never written after, so all cells of a pack share one array. What differs per cell
+# (its capacity, its online R0 factor, its diffusion shift) is an argument of the
+# functions below and travels in the filter step's input vector (ukf.py: U_CAP, U_R0,
+# U_SHIFT) and in SOP's limits vector.
+#   [0] n_soc  [1] n_temp  [2] capacity_as: the calibration's (nominal) capacity, what a
+#       simulated plant uses; the filter takes each cell's own from its input
+#   [3] c_core  [4] c_surf  [5] r_cs  [6] r_sa
+#   [7] heat_v2_fraction k2 (thermal.heat_v2_fraction; 1.0 when absent)
+#   [8] shift gain g at 25 degC (SOC fraction per A; 0 = no diffusion term)
+#   [9] shift time constant tau at 25 degC (s)  [10] its activation E (K, = Ea / R)
+#   [11] shift gain on charge (i < 0; = [8] when the calibration has no
 #        diffusion.shift_per_a_chg): an LFP cathode is diffusion-limited filling up
 #        (discharge) far more than emptying
-#   [14] heat_v1_fraction k1 (thermal.heat_v1_fraction; 1.0 when absent)
-#   [15] 1.0: the ohmic heat takes the rh table (times [7]); 0.0 (no rh_ohm in the
-#        calibration): R0 / R0c as the voltage does
+#   [12] heat_v1_fraction k1 (thermal.heat_v1_fraction; 1.0 when absent)
+#   [13] 1.0: the ohmic heat takes the rh table (times the cell's R0 factor); 0.0 (no
+#        rh_ohm in the calibration): R0 / R0c as the voltage does
 #   then soc grid (n_soc), temp grid (n_temp), then the tables of TABLES, each n_temp
 #   rows of n_soc values.
 import math
@@ -55,16 +59,14 @@ C_CORE = 3
 C_SURF = 4
 R_CS = 5
 R_SA = 6
-R0_SCALE = 7
-HEAT_V2 = 8
-SHIFT = 9
-SHIFT_GAIN = 10
-SHIFT_TAU = 11
-SHIFT_E = 12
-SHIFT_GAIN_CHG = 13
-HEAT_V1 = 14
-HEAT_RH = 15
-HEADER = 16
+HEAT_V2 = 7
+SHIFT_GAIN = 8
+SHIFT_TAU = 9
+SHIFT_E = 10
+SHIFT_GAIN_CHG = 11
+HEAT_V1 = 12
+HEAT_RH = 13
+HEADER = 14
 
 # Order of tables in the flat array; r0c is R0 on charge (i < 0), r0 on discharge.
 # i0 is the exchange current of a Butler-Volmer term: the cell's pulse resistance
@@ -95,8 +97,8 @@ def pack(cal, capacity_ah=None):
     cap = capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"]
     dif = cal.get("diffusion", {})
     p = [float(len(soc)), float(len(temp)), cap * 3600.0, th["c_core_j_per_k"],
-         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"], 1.0,
-         float(th.get("heat_v2_fraction", 1.0)), 0.0,
+         th["c_surf_j_per_k"], th["r_core_surf_k_per_w"], th["r_surf_amb_k_per_w"],
+         float(th.get("heat_v2_fraction", 1.0)),
          float(dif.get("shift_per_a", 0.0)), float(dif.get("tau_s", 100.0)),
          float(dif.get("activation_k", 0.0)),
          float(dif.get("shift_per_a_chg", dif.get("shift_per_a", 0.0))),
@@ -166,22 +168,15 @@ def lookup(p, soc, temp_c, out, ntab=NTAB):
     return out
 
 
-def shift_ahead(p, i_a, tc, dt_s):
+def shift_ahead(p, d, i_a, tc, dt_s):
     """The diffusion shift after dt_s more seconds of current i_a (A) at core temperature
-    tc (degC, the state before the step); p is not changed."""
+    tc (degC, the state before the step), from the shift d now (SOC fraction)."""
     g = p[SHIFT_GAIN] if i_a >= 0.0 else p[SHIFT_GAIN_CHG]
-    if g == 0.0 and p[SHIFT] == 0.0:
+    if g == 0.0 and d == 0.0:
         return 0.0
     f = math.exp(p[SHIFT_E] * (1.0 / (tc + 273.15) - 1.0 / 298.15))
     a = math.exp(-dt_s / (p[SHIFT_TAU] * f))
-    return a * p[SHIFT] + (1.0 - a) * g * f * i_a
-
-
-def shift_update(p, i_a, tc, dt_s):
-    """Advance the diffusion shift p[SHIFT] over one sample, as the RC pairs are."""
-    d = shift_ahead(p, i_a, tc, dt_s)
-    p[SHIFT] = d
-    return d
+    return a * d + (1.0 - a) * g * f * i_a
 
 
 def kinetic_v(i_a, i0_a, tc):
@@ -193,20 +188,21 @@ def kinetic_v(i_a, i0_a, tc):
     return KIN_B * (tc + 273.15) * (eta if x >= 0.0 else -eta)
 
 
-def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab):
-    """Advance one sample. tab is a scratch list of NTAB floats (filled here).
+def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab, cap_as, r0s):
+    """Advance one sample of a cell of capacity cap_as (A*s) whose R0 is r0s times the
+    calibration's. tab is a scratch list of NTAB floats (filled here).
     Returns (soc, v1, v2, tc, ts)."""
     lookup(p, soc, tc, tab)
     a1 = math.exp(-dt_s / tab[TAU1])
     a2 = math.exp(-dt_s / tab[TAU2])
-    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
-    ro = tab[RH] * p[R0_SCALE] if p[HEAT_RH] != 0.0 else r0
+    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * r0s
+    ro = tab[RH] * r0s if p[HEAT_RH] != 0.0 else r0
     heat_w = (i_a * (ro * i_a + p[HEAT_V1] * v1 + kinetic_v(i_a, tab[I0], tc))
               + p[HEAT_V2] * i_a * v2)
     r2 = tab[R2] if i_a >= 0.0 else tab[R2C]
     v1 = a1 * v1 + tab[R1] * (1.0 - a1) * i_a
     v2 = a2 * v2 + r2 * (1.0 - a2) * i_a
-    soc = soc - i_a * dt_s / p[CAP_AS]
+    soc = soc - i_a * dt_s / cap_as
     # Backward Euler on the two thermal nodes: a 2x2 linear solve.
     g1 = 1.0 / p[R_CS]
     g2 = 1.0 / p[R_SA]
@@ -222,13 +218,14 @@ def step(p, soc, v1, v2, tc, ts, i_a, ta_c, dt_s, tab):
     return soc, v1, v2, tc_new, ts_new
 
 
-def voltage(p, soc, v1, v2, tc, i_a, tab):
-    """Terminal voltage at the state (after step) for current i_a."""
+def voltage(p, soc, v1, v2, tc, i_a, tab, r0s, shift):
+    """Terminal voltage at the state (after step) for current i_a, R0 factor r0s and
+    diffusion shift (SOC fraction)."""
     lookup(p, soc, tc, tab)
-    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * p[R0_SCALE]
+    r0 = (tab[R0] if i_a >= 0.0 else tab[R0C]) * r0s
     eta = kinetic_v(i_a, tab[I0], tc)
-    if p[SHIFT] != 0.0:
-        lookup(p, soc - p[SHIFT], tc, tab, 1)   # OCV at the diffusion-shifted SOC
+    if shift != 0.0:
+        lookup(p, soc - shift, tc, tab, 1)   # OCV at the diffusion-shifted SOC
     return tab[OCV] - v1 - v2 - r0 * i_a - eta
 
 
@@ -251,11 +248,15 @@ def soc_from_ocv(p, v, temp_c, tab):
 
 
 class Simulator:
-    """Open-loop simulation of the calibrated model (bms-host simulate, the sim plant)."""
+    """Open-loop simulation of the calibrated model (bms-host simulate, the sim plant).
+    p is read only; the plant's capacity is the calibration's (p[CAP_AS]), its R0 the
+    calibration's times r0_scale."""
 
-    def __init__(self, p, soc, temp_c):
+    def __init__(self, p, soc, temp_c, r0_scale=1.0):
         self.p = p
-        p[SHIFT] = 0.0
+        self.cap_as = p[CAP_AS]
+        self.r0s = r0_scale
+        self.shift = 0.0
         self.tab = [0.0] * NTAB
         self.soc = soc
         self.v1 = 0.0
@@ -264,7 +265,9 @@ class Simulator:
         self.ts = temp_c
 
     def step(self, i_a, ta_c, dt_s):
-        shift_update(self.p, i_a, self.tc, dt_s)
+        self.shift = shift_ahead(self.p, self.shift, i_a, self.tc, dt_s)
         self.soc, self.v1, self.v2, self.tc, self.ts = step(
-            self.p, self.soc, self.v1, self.v2, self.tc, self.ts, i_a, ta_c, dt_s, self.tab)
-        return voltage(self.p, self.soc, self.v1, self.v2, self.tc, i_a, self.tab)
+            self.p, self.soc, self.v1, self.v2, self.tc, self.ts, i_a, ta_c, dt_s, self.tab,
+            self.cap_as, self.r0s)
+        return voltage(self.p, self.soc, self.v1, self.v2, self.tc, i_a, self.tab, self.r0s,
+                       self.shift)

@@ -37,6 +37,11 @@ def _finite(v):
     return v == v and -1e30 < v < 1e30
 
 
+def _status(out, st):
+    out[ukf.OUT_STATUS] = st
+    return st
+
+
 def _kinetic_v(i, i0, tc):
     # model.kinetic_v for arrays: asinh as log(|x| + sqrt(x^2 + 1)), odd-symmetric, the
     # same formula as the reference (not every ulab build has asinh).
@@ -145,51 +150,60 @@ class Backend:
         s = np.sum(L)
         return L if _finite(s) else None
 
-    def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
-        if not (_finite(i_a) and _finite(ta_c) and _finite(dt_s) and dt_s > 0.0):
-            out[4] = ukf.ERR_NONFINITE
-            return ukf.ERR_NONFINITE
-        n = NX
-        XZ = self.XZ
-        Pm = P.reshape((n, n))
+    def _factor(self, P, Pm):
+        # ukf.factor: Cholesky, retried once with diagonal jitter (added to P).
         L = self._chol(Pm)
         if L is None:
+            n = NX
             for k in range(n):
                 P[k * n + k] += 1e-6 + 1e-4 * P[k * n + k]
             L = self._chol(Pm)
-            if L is None:
-                out[4] = ukf.ERR_NOT_PD
-                return ukf.ERR_NOT_PD
-        # Sigma points: column 0 the mean, columns 1..n mean + gamma*L[:, s-1], then minus.
+        return L
+
+    def _sigma_points(self, x, L):
+        # Column 0 the mean, columns 1..n mean + gamma*L[:, s-1], then minus.
+        n = NX
+        XZ = self.XZ
         xc = x.reshape((n, 1))
         gL = L * self.gamma
         XZ[0:n, 0:1] = xc
         XZ[0:n, 1:n + 1] = xc + gL
         XZ[0:n, n + 1:2 * n + 1] = xc - gL
-        self._propagate(p, i_a, ta_c, dt_s)
-        # Means and the joint covariance of state and measurement (weights all positive).
+
+    def _moments(self, P, Pm, cfg, dt_s):
+        # Means and the joint covariance of state and measurement (weights all positive),
+        # process noise added to P. Returns (mean column, joint covariance).
+        XZ = self.XZ
+        n = NX
         m = np.dot(XZ, self.wcol)
         D = XZ - m
         C = np.dot(D * self.wrow, D.transpose())
         Pm[:, :] = C[0:n, 0:n]
-        q = cfg[0:n]
+        q = cfg[ukf.CFG_Q:ukf.CFG_Q + n]
         P[0:_NN:NX + 1] = P[0:_NN:NX + 1] + q * q * dt_s
+        return m, C
+
+    def _update(self, x, P, Pm, cfg, m, C, v_meas, ts_meas, out):
+        # ukf.update and ukf.update_covariance: innovation, gate, gain, state, covariance
+        # (symmetrised, diagonal floored). Returns the gated voltage innovation (mV), or
+        # None when the innovation covariance is not positive definite.
+        n = NX
         zv = m[_VROW, 0]
         zt = m[_TROW, 0]
         svv = C[_VROW, _VROW]
         svt = C[_VROW, _TROW]
         stt = C[_TROW, _TROW]
-        out[0] = zv / 1000.0
-        out[1] = zt
-        rv = cfg[10]
-        rt = cfg[7] * cfg[7]
+        out[ukf.OUT_V] = zv / 1000.0
+        out[ukf.OUT_TS] = zt
+        rv = cfg[ukf.CFG_RV]
+        rt = cfg[ukf.CFG_T_NOISE] * cfg[ukf.CFG_T_NOISE]
         use_v = _finite(v_meas)
         use_t = _finite(ts_meas)
         ev = (v_meas * 1000.0 - zv) if use_v else 0.0
         et = (ts_meas - zt) if use_t else 0.0
-        out[2] = ev
+        out[ukf.OUT_INNOV] = ev
         # Gate: clip a voltage innovation far outside the predicted spread.
-        gate = cfg[11] * math.sqrt(svv + rv)
+        gate = cfg[ukf.CFG_GATE] * math.sqrt(svv + rv)
         if ev > gate:
             ev = gate
         elif ev < -gate:
@@ -202,12 +216,11 @@ class Backend:
         s22 = stt + rt if use_t else 1.0
         det = s11 * s22 - svt * svt
         if not det > 0.0:
-            out[4] = ukf.ERR_NOT_PD
-            return ukf.ERR_NOT_PD
+            return None
         i11 = s22 / det
         i22 = s11 / det
         i12 = -svt / det
-        out[3] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et)
+        out[ukf.OUT_NIS] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et)
         # K = Pxz S^-1 (rows of KT: the gain for voltage, for temperature); a missing
         # measurement contributes a zero column, as in the reference.
         pz = C[_VROW:_TROW + 1, 0:n]
@@ -220,35 +233,52 @@ class Backend:
         x[:] = m[0:n, 0] + KT[0] * ev + KT[1] * et
         M = Pm - np.dot(KT.transpose(), pz)
         Pm[:, :] = (M + M.transpose()) * 0.5
+        q = cfg[ukf.CFG_Q:ukf.CFG_Q + n]
         P[0:_NN:NX + 1] = np.maximum(P[0:_NN:NX + 1], q * q * 1e-2)
-        # Adaptive voltage noise: covariance matching on the innovation, bounded.
-        if use_v and cfg[9] > 0.0:
-            target = ev * ev - svv
-            lo = cfg[6] * cfg[6]
-            hi = cfg[8] * cfg[8]
-            rv = rv + cfg[9] * (target - rv)
-            cfg[10] = lo if rv < lo else (hi if rv > hi else rv)
+        return ev
+
+    def _finish(self, x, P):
+        # ukf.finish: the SOC window, then x and P finite.
+        n = NX
         if x[ukf.SOC] < -5.0:
             x[ukf.SOC] = -5.0
         elif x[ukf.SOC] > 105.0:
             x[ukf.SOC] = 105.0
         for k in range(n):
             if not _finite(x[k]):
-                out[4] = ukf.ERR_NONFINITE
                 return ukf.ERR_NONFINITE
         # NaN/inf anywhere makes the sum non-finite; the max bounds each entry.
         aP = abs(P)
         s = np.sum(aP)
         if not (s == s and s < 1e38 and np.max(aP) < 1e30):
-            out[4] = ukf.ERR_NONFINITE
             return ukf.ERR_NONFINITE
-        out[4] = ukf.OK
         return ukf.OK
 
-    def _propagate(self, p, i_a, ta_c, dt_s):
+    def step(self, x, P, p, cfg, u, out):
+        """ukf.step, stage by stage."""
+        if not ukf.inputs_ok(u):
+            return _status(out, ukf.ERR_NONFINITE)
+        Pm = P.reshape((NX, NX))
+        L = self._factor(P, Pm)
+        if L is None:
+            return _status(out, ukf.ERR_NOT_PD)
+        self._sigma_points(x, L)
+        self._propagate(p, u)
+        m, C = self._moments(P, Pm, cfg, u[ukf.U_DT])
+        ev = self._update(x, P, Pm, cfg, m, C, u[ukf.U_V], u[ukf.U_TS], out)
+        if ev is None:
+            return _status(out, ukf.ERR_NOT_PD)
+        if _finite(u[ukf.U_V]):
+            ukf.adapt_noise(cfg, ev, C[_VROW, _VROW])
+        return _status(out, self._finish(x, P))
+
+    def _propagate(self, p, u):
         """Model step and measurement prediction for all sigma points in XZ, in place."""
         XZ = self.XZ
         sc = ukf.SCALE
+        i_a = u[ukf.U_I]
+        ta_c = u[ukf.U_TA]
+        dt_s = u[ukf.U_DT]
         soc = XZ[ukf.SOC] / sc[ukf.SOC]
         v1 = XZ[ukf.V1] / sc[ukf.V1]
         v2 = XZ[ukf.V2] / sc[ukf.V2]
@@ -256,7 +286,7 @@ class Backend:
         ts = XZ[ukf.TS]
         i = i_a - XZ[ukf.BIAS] / sc[ukf.BIAS]
         dis = i >= 0.0
-        r0s = p[model.R0_SCALE]
+        r0s = u[ukf.U_R0]
         tab = self.lookup(p, soc, tc)
         a1 = np.exp(-dt_s / tab[model.TAU1])
         a2 = np.exp(-dt_s / tab[model.TAU2])
@@ -267,7 +297,7 @@ class Backend:
         r2 = np.where(dis, tab[model.R2], tab[model.R2C])
         v1 = a1 * v1 + tab[model.R1] * (1.0 - a1) * i
         v2 = a2 * v2 + r2 * (1.0 - a2) * i
-        soc = soc - i * dt_s / p[model.CAP_AS]
+        soc = soc - i * dt_s / u[ukf.U_CAP]
         # Backward Euler on the two thermal nodes (scalars shared by all sigma points).
         g1 = 1.0 / p[model.R_CS]
         g2 = 1.0 / p[model.R_SA]
@@ -287,7 +317,7 @@ class Backend:
         XZ[ukf.TS] = ts
         tab = self.lookup(p, soc, tc)
         r0 = np.where(dis, tab[model.R0], tab[model.R0C]) * r0s
-        d = p[model.SHIFT]
+        d = u[ukf.U_SHIFT]
         # OCV at the diffusion-shifted SOC (model.voltage)
         u = tab[model.OCV] if d == 0.0 else self.lookup(p, soc - d, tc, 1)[0]
         XZ[_VROW] = (u - v1 - v2 - r0 * i - _kinetic_v(i, tab[model.I0], tc)) * 1000.0

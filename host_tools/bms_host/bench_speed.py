@@ -96,13 +96,18 @@ def time_backend(b, cal, rows, n):
     p = b.alloc(model.pack(cal))
     cfg = b.alloc(ukf.default_cfg())
     out = b.alloc([0.0] * ukf.OUT_SIZE)
+    u = b.alloc(ukf.make_u(0.0, 25.0, DT_S, 0.0, 25.0, cal["cell"]["capacity_ah"] * 3600.0))
     x, P = init_state(b, rows[0][4], 25.0)
     m = len(rows)
     step = b.step
     t0 = time.perf_counter()
     for k in range(n):
         i, ta, v, ts, _ = rows[k % m]
-        step(x, P, p, cfg, i, ta, DT_S, v, ts, out)
+        u[ukf.U_I] = i
+        u[ukf.U_TA] = ta
+        u[ukf.U_V] = v
+        u[ukf.U_TS] = ts
+        step(x, P, p, cfg, u, out)
     return (time.perf_counter() - t0) / n * 1e6
 
 
@@ -123,13 +128,17 @@ P = b.alloc([0.0] * 36)
 for k in range(6):
     P[k * 7] = 25.0
 cfg = b.alloc(ukf.default_cfg())
-out = b.alloc([0.0] * 5)
+out = b.alloc([0.0] * ukf.OUT_SIZE)
+u = b.alloc(ukf.make_u(0.0, 25.0, 1.0, 0.0, 25.0, p[model.CAP_AS]))
 us = 0
 for k in range(N):
     i = calsample.drive_current(k) * (1 if (k // 600) %% 2 == 0 else -1)
     v = sim.step(i, 25.0, 1.0)
+    u[ukf.U_I] = i
+    u[ukf.U_V] = v
+    u[ukf.U_TS] = sim.ts
     t0 = time.ticks_us()
-    b.step(x, P, p, cfg, i, 25.0, 1.0, v, sim.ts, out)
+    b.step(x, P, p, cfg, u, out)
     us += time.ticks_diff(time.ticks_us(), t0)
 print("US", us / N)
 """
@@ -168,19 +177,20 @@ def filterpy_filter(cal):
     def fx(x, dt, i_a=0.0, ta_c=25.0):
         i_true = i_a - x[5] / sc[5]
         s = model.step(p, x[0] / sc[0], x[1] / sc[1], x[2] / sc[2], x[3], x[4], i_true,
-                       ta_c, dt, tab)
+                       ta_c, dt, tab, p[model.CAP_AS], 1.0)
         return np.array([s[0] * sc[0], s[1] * sc[1], s[2] * sc[2], s[3], s[4], x[5]])
 
     def hx(x, i_a=0.0):
         i_true = i_a - x[5] / sc[5]
-        v = model.voltage(p, x[0] / sc[0], x[1] / sc[1], x[2] / sc[2], x[3], i_true, tab)
+        v = model.voltage(p, x[0] / sc[0], x[1] / sc[1], x[2] / sc[2], x[3], i_true, tab, 1.0,
+                          0.0)
         return np.array([v * 1000.0, x[4]])
 
     pts = MerweScaledSigmaPoints(ukf.NX, alpha=1.0, beta=0.0, kappa=1.0)
     f = UnscentedKalmanFilter(dim_x=ukf.NX, dim_z=ukf.NZ, dt=DT_S, fx=fx, hx=hx, points=pts)
     cfg = ukf.default_cfg()
     f.Q = np.diag([c * c * DT_S for c in cfg[:ukf.NX]])
-    f.R = np.diag([cfg[10], cfg[7] * cfg[7]])
+    f.R = np.diag([cfg[ukf.CFG_RV], cfg[ukf.CFG_T_NOISE] * cfg[ukf.CFG_T_NOISE]])
     return f
 
 
@@ -231,8 +241,9 @@ def soak(cal, rows, steps):
     b = ukf_native.Backend()
     p = b.alloc(model.pack(cal))
     cfg = b.alloc(ukf.default_cfg())
-    cfg0 = cfg[10]
+    cfg0 = cfg[ukf.CFG_RV]
     out = b.alloc([0.0] * ukf.OUT_SIZE)
+    u = b.alloc(ukf.make_u(0.0, 25.0, DT_S, 0.0, 25.0, cal["cell"]["capacity_ah"] * 3600.0))
     x, P = init_state(b, rows[0][4] - 0.05, 25.0)   # start 5 % off
     m = len(rows)
     r = {"steps": steps, "status1": 0, "status2": 0, "nonfinite": 0, "not_pd": 0,
@@ -242,13 +253,17 @@ def soak(cal, rows, steps):
     t0 = time.perf_counter()
     for k in range(steps):
         i, ta, v, ts, soc_true = rows[k % m]
-        st = step(x, P, p, cfg, i, ta, DT_S, v, ts, out)
+        u[ukf.U_I] = i
+        u[ukf.U_TA] = ta
+        u[ukf.U_V] = v
+        u[ukf.U_TS] = ts
+        st = step(x, P, p, cfg, u, out)
         if st:
             r["status%d" % st] = r.get("status%d" % st, 0) + 1
             x2, P2 = init_state(b, x[0] / 100.0 if x[0] == x[0] else 0.5, ta, 15.0)
             x[:] = x2
             P[:] = P2
-            cfg[10] = cfg0
+            cfg[ukf.CFG_RV] = cfg0
         err = abs(x[0] / 100.0 - soc_true)
         if err > r["max_err_all"]:
             r["max_err_all"] = err

@@ -2,7 +2,7 @@
 
 The RPI_PICO firmware (float32, ulab + bms_native, device code frozen; firmware.build_rp2)
 boots in the rp2040js emulator. On it, the real `App` runs with the Pico's board code and
-drivers (board.build) on the simulated I2C bus (drivers.sim_i2c, frozen in that firmware
+drivers (board.build) on the simulated I2C bus (sim.sim_i2c, frozen in that firmware
 only), for 1, 4 and 16 cells and 60 virtual seconds each (10 ms ticks, as bms.run()
 advances the simulated board). Time is the firmware's own time.ticks_us: emulated RP2040
 cycles at 125 MHz.
@@ -50,7 +50,7 @@ SETUP = r"""
 from time import ticks_us, ticks_diff
 import board
 from bms import application, backends, calfile, model, ukf
-from drivers import sim_i2c
+from sim import sim_i2c
 
 
 class Pin:
@@ -253,10 +253,12 @@ try:
     p = nb.alloc(model.pack(cal))
     cfg = nb.alloc(c0.cfg)
     out = nb.alloc([0.0] * ukf.OUT_SIZE)
+    u = nb.alloc(ukf.make_u(s.current_a, ta, 1.0, s.cell_v[0], s.cell_temp_c(0),
+                            p[model.CAP_AS]))
     best = None
     for _ in range(3):
         t0 = ticks_us()
-        nb.step(x, P, p, cfg, s.current_a, ta, 1.0, s.cell_v[0], s.cell_temp_c(0), out)
+        nb.step(x, P, p, cfg, u, out)
         us = ticks_diff(ticks_us(), t0)
         best = us if best is None or us < best else best
     step_us = best

@@ -2,7 +2,7 @@
 on the same cell model, scaled state, sigma-point weights, Q and R, in float64.
 
 What it deliberately lacks (the device filter's float32 and robustness features): no
-innovation gate, no adaptive voltage noise (R stays at cfg[10] as given), no covariance
+innovation gate, no adaptive voltage noise (R stays at cfg[ukf.CFG_RV] as given), no covariance
 floor, no jitter retry, no SOC clamp. A missing measurement (NaN) gets a huge variance
 for that step instead of being dropped, since filterpy's filter has a fixed dim_z.
 """
@@ -38,15 +38,17 @@ class FilterpyPeer:
                                        fx=self._fx, points=points)
         self.f.x = np.array([float(v) for v in x0])
         self.f.P = np.array(P0, dtype=float).reshape((n, n))
-        self.r_v = self.cfg[10]
-        self.r_t = self.cfg[7] * self.cfg[7]
+        self.r_v = self.cfg[ukf.CFG_RV]
+        self.r_t = self.cfg[ukf.CFG_T_NOISE] * self.cfg[ukf.CFG_T_NOISE]
+        self.cap_as = self.p[model.CAP_AS]   # the calibration's capacity, R0 as calibrated
+        self.shift = 0.0
 
     def _fx(self, x, dt, i_a, ta_c):
         sc = ukf.SCALE
         i_true = i_a - x[ukf.BIAS] / sc[ukf.BIAS]
         soc, v1, v2, tc, ts = model.step(self.p, x[ukf.SOC] / sc[ukf.SOC], x[ukf.V1] / sc[ukf.V1],
                                          x[ukf.V2] / sc[ukf.V2], x[ukf.TC], x[ukf.TS], i_true,
-                                         ta_c, dt, self.tab)
+                                         ta_c, dt, self.tab, self.cap_as, 1.0)
         return np.array([soc * sc[ukf.SOC], v1 * sc[ukf.V1], v2 * sc[ukf.V2], tc, ts,
                          x[ukf.BIAS]])
 
@@ -54,17 +56,18 @@ class FilterpyPeer:
         sc = ukf.SCALE
         i_true = i_a - x[ukf.BIAS] / sc[ukf.BIAS]
         v = model.voltage(self.p, x[ukf.SOC] / sc[ukf.SOC], x[ukf.V1] / sc[ukf.V1],
-                          x[ukf.V2] / sc[ukf.V2], x[ukf.TC], i_true, self.tab)
+                          x[ukf.V2] / sc[ukf.V2], x[ukf.TC], i_true, self.tab, 1.0, self.shift)
         return np.array([v * 1000.0, x[ukf.TS]])
 
     def step(self, i_a, ta_c, dt_s, v_meas, ts_meas, r_v=None):
         """One predict + update; r_v: this step's voltage noise variance (mV^2), else the
         fixed one from cfg. Returns (soc as a fraction, its sigma as a fraction)."""
         f = self.f
-        q = self.cfg[0:ukf.NX]
+        q = self.cfg[ukf.CFG_Q:ukf.CFG_Q + ukf.NX]
         f.Q = np.diag([s * s * dt_s for s in q])
         # the diffusion shift is the model's input, advanced as our estimator does it
-        model.shift_update(self.p, i_a - f.x[ukf.BIAS] / ukf.SCALE[ukf.BIAS], f.x[ukf.TC], dt_s)
+        i_true = i_a - f.x[ukf.BIAS] / ukf.SCALE[ukf.BIAS]
+        self.shift = model.shift_ahead(self.p, self.shift, i_true, f.x[ukf.TC], dt_s)
         f.predict(dt=dt_s, i_a=i_a, ta_c=ta_c)
         use_v = v_meas == v_meas
         use_t = ts_meas == ts_meas

@@ -32,16 +32,17 @@ def _close(ref, got):
 def _compare(cal, lim, states, shift):
     b = _native()
     p = b.alloc(model.pack(cal))
-    p[model.SHIFT] = shift
     pl = [v for v in p]                      # the same float32 values for the reference
+    cap = b.alloc([0.9 * pl[model.CAP_AS], 1.1, shift])   # this cell's values, in float32
+    cell = (cap[0], cap[1], cap[2])
     nat = sop.make(lim, b)
     ref = sop.Python(lim)
     tab = [0.0] * model.NTAB
     bad = []
     for st in states:
         x = b.alloc(st)
-        assert nat.update(p, x, st[3] - 2.0) == ukf.OK
-        ref.update(pl, [v for v in x], st[3] - 2.0, tab)
+        assert nat.update(p, x, st[3] - 2.0, None, *cell) == ukf.OK
+        ref.update(pl, [v for v in x], st[3] - 2.0, tab, *cell)
         for k in range(len(sop.HORIZONS_S)):
             if not (_close(ref.i_dis[k], nat.i_dis[k]) and _close(ref.i_chg[k], nat.i_chg[k])):
                 bad.append((st, k, ref.i_dis[k], nat.i_dis[k], ref.i_chg[k], nat.i_chg[k]))
@@ -97,6 +98,7 @@ def test_native_sop_gives_no_current_on_a_nan_state():
     b = _native()
     s = sop.make(cal["limits"], b)
     x = b.alloc([50.0, 0.0, 0.0, float("nan"), 25.0, 0.0])
-    assert s.update(b.alloc(model.pack(cal)), x, 25.0) == ukf.ERR_NONFINITE
+    p = model.pack(cal)
+    assert s.update(b.alloc(p), x, 25.0, None, p[model.CAP_AS], 1.0, 0.0) == ukf.ERR_NONFINITE
     for k in range(len(sop.HORIZONS_S)):
         assert s.i_dis[k] == 0.0 and s.i_chg[k] == 0.0

@@ -10,9 +10,12 @@
  *
  * All six arguments come in through the buffer protocol: array('f') or dense float ulab
  * ndarrays (typecode 'd' instead in a -DBMS_REAL_DOUBLE build). x (6), P (36), cfg (12)
- * and out (5) are updated in place; params (flat, model.py layout) and u (5:
- * i_a, ta_c, dt_s, v_meas, ts_meas) are read. Nothing is allocated per step; the
- * workspace lives on the C stack. Status: 0 ok, 1 non-finite, 2 not positive definite.
+ * and out (5) are updated in place; params (flat, model.py layout) and u (8: ukf_core.h's
+ * BMS_U_*) are read. Nothing is allocated per step; the workspace lives on the C stack.
+ * Status: 0 ok, 1 non-finite, 2 not positive definite.
+ *
+ * ABI (ukf_core.h's BMS_ABI) and LAYOUT (the sizes NX, U, CFG, OUT, HEADER, NTAB) let
+ * the Python side refuse a module built from other sources (device/bms/ukf_native.py).
  */
 #include <math.h>
 
@@ -21,6 +24,9 @@
 
 #include "ukf_core.h"
 #include "sop_core.h"
+
+#define BMS_LAYOUT_ROM {MP_ROM_INT(BMS_NX), MP_ROM_INT(BMS_U_SIZE), MP_ROM_INT(BMS_CFG_SIZE), \
+    MP_ROM_INT(BMS_OUT_SIZE), MP_ROM_INT(BMS_HEADER), MP_ROM_INT(BMS_NTAB)}
 
 #ifdef BMS_REAL_DOUBLE
 #define BMS_TYPECODE 'd'
@@ -270,6 +276,11 @@ static mp_obj_t bms_native_extremes(mp_obj_t v_in, mp_obj_t out_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(bms_native_extremes_obj, bms_native_extremes);
 
+/* The sizes of ukf.LAYOUT, as a tuple in ROM. */
+static const mp_rom_obj_tuple_t bms_native_layout_obj = {
+    {&mp_type_tuple}, BMS_LAYOUT_N, BMS_LAYOUT_ROM
+};
+
 static const mp_rom_map_elem_t bms_native_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_bms_native) },
     { MP_ROM_QSTR(MP_QSTR_ukf_step), MP_ROM_PTR(&bms_native_ukf_step_obj) },
@@ -277,6 +288,8 @@ static const mp_rom_map_elem_t bms_native_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_cells), MP_ROM_PTR(&bms_native_cells_obj) },
     { MP_ROM_QSTR(MP_QSTR_taps), MP_ROM_PTR(&bms_native_taps_obj) },
     { MP_ROM_QSTR(MP_QSTR_extremes), MP_ROM_PTR(&bms_native_extremes_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ABI), MP_ROM_INT(BMS_ABI) },
+    { MP_ROM_QSTR(MP_QSTR_LAYOUT), MP_ROM_PTR(&bms_native_layout_obj) },
     { MP_ROM_QSTR(MP_QSTR_SOP_LIM_BASE), MP_ROM_INT(BMS_SOP_H0) },
     { MP_ROM_QSTR(MP_QSTR_TYPECODE), MP_ROM_QSTR(BMS_TYPECODE_QSTR) },
     { MP_ROM_QSTR(MP_QSTR_REAL_SIZE), MP_ROM_INT(sizeof(bms_real)) },

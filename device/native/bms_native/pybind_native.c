@@ -8,7 +8,8 @@
  *
  * All six arguments are C-contiguous buffers of the build's float type (array('f') or a
  * numpy float32 array; 'd' / float64 in the double build); x, P, cfg, out are updated in
- * place. u = [i_a, ta_c, dt_s, v_meas, ts_meas].
+ * place. u: the step's inputs (ukf_core.h's BMS_U_*). ABI and LAYOUT as in the
+ * MicroPython module (modbms_native.c).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -198,12 +199,25 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC MOD_INIT(void) {
-    PyObject *m = PyModule_Create(&module);
+    static const int layout[BMS_LAYOUT_N] = BMS_LAYOUT;
+    PyObject *m = PyModule_Create(&module), *t;
     char tc[2] = {TYPECODE, '\0'};
+    int k;
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "REAL_SIZE", (long)sizeof(bms_real)) < 0
+    t = PyTuple_New(BMS_LAYOUT_N);
+    for (k = 0; t != NULL && k < BMS_LAYOUT_N; k++) {
+        PyTuple_SET_ITEM(t, k, PyLong_FromLong(layout[k]));
+    }
+    /* PyModule_AddObject steals the tuple's reference on success only */
+    if (t == NULL || PyModule_AddObject(m, "LAYOUT", t) < 0) {
+        Py_XDECREF(t);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "ABI", BMS_ABI) < 0
+        || PyModule_AddIntConstant(m, "REAL_SIZE", (long)sizeof(bms_real)) < 0
         || PyModule_AddStringConstant(m, "TYPECODE", tc) < 0
         || PyModule_AddIntConstant(m, "NX", BMS_NX) < 0
         || PyModule_AddIntConstant(m, "CFG_SIZE", BMS_CFG_SIZE) < 0

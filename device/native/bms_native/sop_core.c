@@ -36,8 +36,8 @@
 #define R(v) ((bms_real)(v))
 
 /* params header and tables (model.py) */
-enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2, SHIFT,
-       SHIFT_GAIN, SHIFT_TAU, SHIFT_E, SHIFT_GAIN_CHG, HEAT_V1, HEAT_RH };
+enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, HEAT_V2, SHIFT_GAIN, SHIFT_TAU,
+       SHIFT_E, SHIFT_GAIN_CHG, HEAT_V1, HEAT_RH };
 enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 
 #define KIN_B R(2.0 * 8.314462618 / 96485.33212) /* model.KIN_B */
@@ -231,7 +231,8 @@ typedef struct {
     bms_real k1v1, k2v2, kv; /* heated fractions of the RC voltages, their sum */
     bms_real slope;         /* dOCV/dSOC around soc */
     bms_real f;             /* diffusion's temperature factor */
-    bms_real d;             /* p[SHIFT] */
+    bms_real d;             /* the cell's diffusion shift (lim[BMS_SOP_SHIFT]) */
+    bms_real r0s;           /* the cell's R0 factor (lim[BMS_SOP_R0]) */
 } shared;
 
 /* What one direction shares between the horizons: the model's choices by the sign of the
@@ -255,7 +256,6 @@ static bms_real heat_w(const shared *s, const direction *dr, bms_real i_a) {
  * advanced at i_a. rr12 = R1 (1 - a1) + R2 (1 - a2), g_h: the shift's growth per A. */
 static bms_real predict_v(const shared *s, const horizon *h, const direction *dr,
                           bms_real i_a, bms_real rr12, bms_real g_h) {
-    const bms_real *p = s->m.p;
     bms_real rc, soc, tc, r0, eta, ocv;
     brk sb, tb;
     wts w;
@@ -266,7 +266,7 @@ static bms_real predict_v(const shared *s, const horizon *h, const direction *dr
     bracket(s->m.tg, s->m.nt, tc, s->tb.j, s->inv_dt, &tb);
     bracket(s->m.sg, s->m.ns, soc, s->sb.j, s->inv_ds, &sb);
     weights(&s->m, &sb, &tb, &w);
-    r0 = f_mul(interp(&s->m, dr->chg ? T_R0C : T_R0, &w), p[R0_SCALE]);
+    r0 = f_mul(interp(&s->m, dr->chg ? T_R0C : T_R0, &w), s->r0s);
     eta = kinetic_x(i_a / f_mul(R(2.0), interp(&s->m, T_I0, &w)),
                     f_mul(KIN_B, f_add(tc, R(273.15))));
     if (!dr->shift) {
@@ -342,9 +342,9 @@ static void direction_init(const shared *s, int chg, direction *dr) {
     const bms_real *p = s->m.p;
     bms_real g = chg ? p[SHIFT_GAIN_CHG] : p[SHIFT_GAIN];
     dr->chg = chg;
-    dr->r0 = (chg ? s->tab[T_R0C] : s->tab[T_R0]) * p[R0_SCALE];
+    dr->r0 = (chg ? s->tab[T_R0C] : s->tab[T_R0]) * s->r0s;
     dr->r2 = chg ? s->tab[T_R2C] : s->tab[T_R2];
-    dr->ro = p[HEAT_RH] != R(0.0) ? s->tab[T_RH] * p[R0_SCALE] : dr->r0;
+    dr->ro = p[HEAT_RH] != R(0.0) ? s->tab[T_RH] * s->r0s : dr->r0;
     dr->ro_k = dr->ro + s->kin_ub;
     dr->gf = g * s->f;
     dr->shift = !(g == R(0.0) && s->d == R(0.0));
@@ -413,7 +413,11 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
     s.v2 = x[2] / R(1000.0);
     s.tc = x[3];
     s.ts = x[4];
-    s.d = p[SHIFT];
+    s.d = lim[BMS_SOP_SHIFT];
+    s.r0s = lim[BMS_SOP_R0];
+    if (!POS(lim[BMS_SOP_CAP])) {
+        return BMS_ERR_NONFINITE;
+    }
 
     /* the present state: all tables, the OCV slope */
     bracket(s.m.tg, s.m.nt, s.tc, -1, R(0.0), &s.tb);
@@ -445,7 +449,7 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
                - ocv_at(&s.m, lo, &s.tb, s.sb.j, s.inv_ds)) / (hi - lo);
     /* diffusion (model.shift_ahead) and thermal (model.step) constants */
     s.f = BMS_EXP(p[SHIFT_E] * (R(1.0) / (s.tc + R(273.15)) - R(1.0) / R(298.15)));
-    inv_cap = R(1.0) / p[CAP_AS];
+    inv_cap = R(1.0) / lim[BMS_SOP_CAP];
     g1 = R(1.0) / p[R_CS];
     g2 = R(1.0) / p[R_SA];
     t_core_max = lim[BMS_SOP_T_CORE];
@@ -471,7 +475,7 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
         }
         inv_t = R(1.0) / h.T;
         h.t_cap = f_mul(h.T, inv_cap);
-        h.cap_t = f_mul(p[CAP_AS], inv_t);
+        h.cap_t = f_mul(lim[BMS_SOP_CAP], inv_t);
         h.a1 = a1[k];
         h.a2 = a2[k];
         h.rr1 = f_mul(s.tab[T_R1], f_sub(R(1.0), h.a1));

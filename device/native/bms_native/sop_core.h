@@ -23,15 +23,20 @@
 #define BMS_SOP_T_CHG_MAX 7   /* no charge above this core temperature (degC) */
 #define BMS_SOP_SOC_MIN 8     /* SOC window (fraction) */
 #define BMS_SOP_SOC_MAX 9
-#define BMS_SOP_H0 10         /* then the horizons (s), one per output value */
+#define BMS_SOP_CAP 10        /* the cell's capacity (A*s), written before each call */
+#define BMS_SOP_R0 11         /* the cell's R0 factor, written before each call */
+#define BMS_SOP_SHIFT 12      /* the cell's diffusion shift (SOC fraction), ditto */
+#define BMS_SOP_H0 13         /* then the horizons (s), one per output value */
 #define BMS_SOP_MAX_H 8       /* most horizons in one call */
 
 /*
  * i_dis[k], i_chg[k] (A, both >= 0): the largest constant discharge / charge current for
  * horizon lim[BMS_SOP_H0 + k], k < nh. p: a params array accepted by bms_params_check
- * (the caller checks it once); x: the filter state in filter units (ukf.py: SOC %, v1 mV,
+ * (the caller checks it once; only read, the cell's own values are in lim); x: the filter
+ * state in filter units (ukf.py: SOC %, v1 mV,
  * v2 mV, T_core, T_surf, bias mA; the bias is not used). Returns BMS_OK, or
- * BMS_ERR_NONFINITE when an input or a result is not finite or a horizon not positive:
+ * BMS_ERR_NONFINITE when an input or a result is not finite, the capacity or a horizon
+ * not positive:
  * those outputs are 0 (no current allowed).
  */
 int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,

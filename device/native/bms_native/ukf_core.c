@@ -33,8 +33,10 @@
 #include "bms_float.h"
 
 enum { SOC = 0, V1, V2, TC, TS, BIAS };
-enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, R0_SCALE, HEAT_V2, SHIFT,
-       SHIFT_GAIN, SHIFT_TAU, SHIFT_E, SHIFT_GAIN_CHG, HEAT_V1, HEAT_RH };
+/* params header (model.py) */
+enum { N_SOC = 0, N_TEMP, CAP_AS, C_CORE, C_SURF, R_CS, R_SA, HEAT_V2, SHIFT_GAIN, SHIFT_TAU,
+       SHIFT_E, SHIFT_GAIN_CHG, HEAT_V1, HEAT_RH, HEADER_END };
+typedef char header_matches[HEADER_END == BMS_HEADER ? 1 : -1];
 enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 
 /* 2R/F of the Butler-Volmer term (model.KIN_B), folded in double at compile time. */
@@ -105,9 +107,6 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
             return BMS_PARAMS_CONSTS;
         }
     }
-    if (!bms_finite(p[R0_SCALE])) {
-        return BMS_PARAMS_CONSTS;
-    }
     /* The heated fractions of i*v1 and i*v2 lie in [0, 1] (calfile checks the same);
        the ohmic heat's source is a flag, 0 (R0) or 1 (the rh table). */
     if (!(p[HEAT_V2] >= BMS_C(0.0) && p[HEAT_V2] <= BMS_C(1.0))
@@ -115,8 +114,8 @@ int bms_params_check(const bms_real *p, size_t n, size_t *expected) {
         || !(p[HEAT_RH] == BMS_C(0.0) || p[HEAT_RH] == BMS_C(1.0))) {
         return BMS_PARAMS_CONSTS;
     }
-    /* The diffusion shift (the step reads only p[SHIFT]; the rest is the caller's). */
-    if (!bms_finite(p[SHIFT]) || !bms_finite(p[SHIFT_GAIN]) || !non_negative(p[SHIFT_GAIN])
+    /* The diffusion shift's constants (the shift itself is an input: u[BMS_U_SHIFT]). */
+    if (!bms_finite(p[SHIFT_GAIN]) || !non_negative(p[SHIFT_GAIN])
         || !bms_finite(p[SHIFT_GAIN_CHG]) || !non_negative(p[SHIFT_GAIN_CHG])
         || !bms_finite(p[SHIFT_TAU]) || !(order_key(p[SHIFT_TAU]) > 0)
         || !bms_finite(p[SHIFT_E])) {
@@ -130,7 +129,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_OK:
         return "params are valid";
     case BMS_PARAMS_SHORT:
-        return "params are shorter than their 16-value header";
+        return "params are shorter than their 14-value header";
     case BMS_PARAMS_COUNTS:
         return "params header n_soc/n_temp must be whole numbers from 1 to 128/32";
     case BMS_PARAMS_LENGTH:
@@ -138,7 +137,7 @@ const char *bms_params_reason(int reason) {
     case BMS_PARAMS_GRID:
         return "params soc and temperature grids must be finite and strictly increasing";
     case BMS_PARAMS_CONSTS:
-        return "params capacity and thermal constants must be positive and finite, heat fractions in [0, 1], the heat's R0/rh flag 0 or 1, the diffusion shift finite with gain >= 0 and tau > 0";
+        return "params capacity and thermal constants must be positive and finite, heat fractions in [0, 1], the heat's R0/rh flag 0 or 1, the diffusion gains >= 0 and tau > 0";
     default:
         return "params are malformed";
     }
@@ -308,6 +307,7 @@ static bms_real asinh_odd(bms_real x) {
 /* Per-step constants of the linear parts, in filter units (SOC %, v1/v2 mV). */
 typedef struct {
     bms_real i_a, dt_s;
+    bms_real r0s;              /* the cell's R0 factor */
     bms_real soc_per_a;        /* SOC % lost per ampere over the step: 100 dt / C */
     bms_real k1, k2;           /* heated fractions of i*v1, i*v2 per mV */
     bms_real kc, ks;           /* heat capacities / dt */
@@ -354,26 +354,27 @@ typedef struct {
 
 static void consts_init(const bms_real *p, const bms_real *u, consts *k) {
     bms_real g1, g2, a11, a22, inv_det;
-    k->i_a = u[0];
-    k->dt_s = u[2];
-    k->soc_per_a = BMS_C(100.0) * u[2] / p[CAP_AS];
+    k->i_a = u[BMS_U_I];
+    k->dt_s = u[BMS_U_DT];
+    k->r0s = u[BMS_U_R0];
+    k->soc_per_a = BMS_C(100.0) * u[BMS_U_DT] / u[BMS_U_CAP];
     k->k1 = p[HEAT_V1] * BMS_C(1e-3);
     k->k2 = p[HEAT_V2] * BMS_C(1e-3);
     /* Backward Euler on the two thermal nodes: the 2x2 matrix is the same for every
      * sigma point, so it is inverted once. */
     g1 = BMS_C(1.0) / p[R_CS];
     g2 = BMS_C(1.0) / p[R_SA];
-    k->kc = p[C_CORE] / u[2];
-    k->ks = p[C_SURF] / u[2];
+    k->kc = p[C_CORE] / u[BMS_U_DT];
+    k->ks = p[C_SURF] / u[BMS_U_DT];
     a11 = k->kc + g1;
     a22 = k->ks + g1 + g2;
     inv_det = BMS_C(1.0) / (a11 * a22 - g1 * g1);
     k->e11 = a22 * inv_det;
     k->e12 = g1 * inv_det;
     k->e22 = a11 * inv_det;
-    k->g2_ta = g2 * u[1];
-    k->shift = p[SHIFT];
-    k->has_shift = mag_bits(p[SHIFT]) != 0;
+    k->g2_ta = g2 * u[BMS_U_TA];
+    k->shift = u[BMS_U_SHIFT];
+    k->has_shift = mag_bits(u[BMS_U_SHIFT]) != 0;
     k->heat_rh = mag_bits(p[HEAT_RH]) != 0;
 }
 
@@ -414,7 +415,7 @@ static void group_tables(const model *m, workspace *w, int n) {
 
 /* The group's model coefficients from its tables, for the sides its members need
  * (the tables are read before the coefficients overwrite them). */
-static void group_coefs(const model *m, const consts *k, bms_real tc, group *g) {
+static void group_coefs(const consts *k, bms_real tc, group *g) {
     int rh = k->heat_rh, side;
     bms_real tab[BMS_NTAB], a1, a2, c2[2] = {BMS_C(0.0), BMS_C(0.0)};
     bms_real ro[2] = {BMS_C(0.0), BMS_C(0.0)};
@@ -427,7 +428,7 @@ static void group_coefs(const model *m, const consts *k, bms_real tc, group *g) 
         if (g->need & (1u << (side == 0 ? T_R2 : T_R2C))) {
             c2[side] = f_mul(f_mul(tab[side == 0 ? T_R2 : T_R2C], f_sub(BMS_C(1.0), a2)),
                              BMS_C(1000.0));
-            ro[side] = f_mul(tab[rh ? T_RH : (side == 0 ? T_R0 : T_R0C)], m->p[R0_SCALE]);
+            ro[side] = f_mul(tab[rh ? T_RH : (side == 0 ? T_R0 : T_R0C)], k->r0s);
         }
     }
     g->u.c.a1 = a1;
@@ -499,7 +500,7 @@ static void make_groups(model *m, const consts *k, workspace *w) {
     for (q = 0; q < n; q++) {
         for (sg = 0; w->grp[sg] != q; sg++) {
         }
-        group_coefs(m, k, w->X[sg * NY + TC], &w->g[q]);
+        group_coefs(k, w->X[sg * NY + TC], &w->g[q]);
     }
 }
 
@@ -649,7 +650,8 @@ static void moments(const bms_real *cfg, bms_real dt_s, workspace *w, innov *in)
         }
         w->pxz[r * 2] = cov[r * NY + ZV];
         w->pxz[r * 2 + 1] = cov[r * NY + TS];
-        w->Pn[r * NX + r] = f_madd(w->Pn[r * NX + r], f_mul(cfg[r], cfg[r]), dt_s);
+        w->Pn[r * NX + r] = f_madd(w->Pn[r * NX + r], f_mul(cfg[BMS_CFG_Q + r], cfg[BMS_CFG_Q + r]),
+                                   dt_s);
     }
     in->zv = Y0[ZV] + m[ZV];
     in->zt = w->xm[TS];
@@ -672,7 +674,7 @@ static void update_covariance(const bms_real *cfg, workspace *w) {
         }
     }
     for (k = 0; k < NX; k++) {
-        floor = f_mul(f_mul(cfg[k], cfg[k]), BMS_C(1e-2));
+        floor = f_mul(f_mul(cfg[BMS_CFG_Q + k], cfg[BMS_CFG_Q + k]), BMS_C(1e-2));
         if (Pn[k * NX + k] < floor) {
             Pn[k * NX + k] = floor;
         }
@@ -690,43 +692,50 @@ static int all_finite(const bms_real *v, int n) {
 }
 
 static int fail(bms_real *out, int status) {
-    out[4] = (bms_real)status;
+    out[BMS_OUT_STATUS] = (bms_real)status;
     return status;
 }
 
+/* ukf.step's stages, under the same names: factor, sigma_points, propagate, moments,
+ * update, update_covariance, adapt_noise, finish (the last three inline but for one). */
 int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_real *cfg,
                  const bms_real *u, bms_real *out) {
     workspace w;
     model m;
     consts kc;
     innov in;
-    bms_real v_meas = u[3], ts_meas = u[4];
-    bms_real rv, rt, ev, et, sv, gate, s11, s22, det, i11, i22, i12, k1, k2, rv_new = cfg[10];
+    bms_real v_meas = u[BMS_U_V], ts_meas = u[BMS_U_TS];
+    bms_real rv, rt, ev, et, sv, gate, s11, s22, det, i11, i22, i12, k1, k2;
+    bms_real rv_new = cfg[BMS_CFG_RV];
     int use_v, use_t, k, sg;
 
     if (bms_params_check(p, n_p, NULL) != BMS_PARAMS_OK) {
         return fail(out, BMS_ERR_PARAMS);
     }
     /* Inputs the model divides by or integrates: refuse rather than spread NaN. */
-    if (!bms_finite(u[0]) || !bms_finite(u[1]) || !bms_finite(u[2])
-        || !(order_key(u[2]) > 0)) {
+    if (!bms_finite(u[BMS_U_I]) || !bms_finite(u[BMS_U_TA]) || !bms_finite(u[BMS_U_DT])
+        || !(order_key(u[BMS_U_DT]) > 0) || !bms_finite(u[BMS_U_CAP])
+        || !(order_key(u[BMS_U_CAP]) > 0) || !bms_finite(u[BMS_U_R0])
+        || !bms_finite(u[BMS_U_SHIFT])) {
         return fail(out, BMS_ERR_NONFINITE);
     }
-    model_init(&m, p, p[R0_SCALE] * BMS_C(1000.0));
+    model_init(&m, p, u[BMS_U_R0] * BMS_C(1000.0));
 
     if (!factor(P, &w)) {
         return fail(out, BMS_ERR_NOT_PD);
     }
     consts_init(p, u, &kc);
     sigma_points(x, &w);
+    /* propagate: the model's tables once per group, then each point */
     make_groups(&m, &kc, &w);
     for (sg = 0; sg < NSIG; sg++) {
         propagate_point(&m, &kc, &w.g[w.grp[sg]], w.i[sg], w.X + sg * NY);
     }
-    moments(cfg, u[2], &w, &in);
+    moments(cfg, u[BMS_U_DT], &w, &in);
 
-    rv = cfg[10];
-    rt = cfg[7] * cfg[7];
+    /* update: innovation, gate, gain and state (ukf.update) */
+    rv = cfg[BMS_CFG_RV];
+    rt = cfg[BMS_CFG_T_NOISE] * cfg[BMS_CFG_T_NOISE];
     use_v = bms_finite(v_meas);
     use_t = bms_finite(ts_meas);
     ev = use_v ? v_meas * BMS_C(1000.0) - in.zv : BMS_C(0.0);
@@ -734,7 +743,7 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     /* Gate: a voltage innovation far outside the predicted spread is clipped, so one
      * glitch cannot yank the SOC. (sv <= 0 fails the determinant test below.) */
     sv = in.svv + rv;
-    gate = sv > BMS_C(0.0) ? cfg[11] * BMS_SQRT(sv) : BMS_C(0.0);
+    gate = sv > BMS_C(0.0) ? cfg[BMS_CFG_GATE] * BMS_SQRT(sv) : BMS_C(0.0);
     if (ev > gate) {
         ev = gate;
     } else if (ev < negated(gate)) {
@@ -776,15 +785,15 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     }
     update_covariance(cfg, &w);
 
-    /* Adaptive voltage noise: covariance matching on the innovation, bounded. */
-    if (use_v && cfg[9] > BMS_C(0.0)) {
+    /* adapt_noise: covariance matching on the innovation, bounded. */
+    if (use_v && cfg[BMS_CFG_ADAPT] > BMS_C(0.0)) {
         bms_real target = ev * ev - in.svv;
-        bms_real lo = cfg[6] * cfg[6];
-        bms_real hi = cfg[8] * cfg[8];
-        rv = rv + cfg[9] * (target - rv);
+        bms_real lo = cfg[BMS_CFG_V_FLOOR] * cfg[BMS_CFG_V_FLOOR];
+        bms_real hi = cfg[BMS_CFG_V_CEIL] * cfg[BMS_CFG_V_CEIL];
+        rv = rv + cfg[BMS_CFG_ADAPT] * (target - rv);
         rv_new = rv < lo ? lo : (rv > hi ? hi : rv);
     }
-    /* SOC stays in a physical window. */
+    /* finish: SOC stays in a physical window, everything finite. */
     if (w.xn[SOC] < BMS_C(-5.0)) {
         w.xn[SOC] = BMS_C(-5.0);
     } else if (w.xn[SOC] > BMS_C(105.0)) {
@@ -800,11 +809,11 @@ int bms_ukf_step(bms_real *x, bms_real *P, const bms_real *p, size_t n_p, bms_re
     for (k = 0; k < NX * NX; k++) {
         P[k] = w.Pn[k];
     }
-    cfg[10] = rv_new;
-    out[0] = in.zv * BMS_C(1e-3);
-    out[1] = in.zt;
-    out[2] = use_v ? v_meas * BMS_C(1000.0) - in.zv : BMS_C(0.0);
-    out[3] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et);
-    out[4] = (bms_real)BMS_OK;
+    cfg[BMS_CFG_RV] = rv_new;
+    out[BMS_OUT_V] = in.zv * BMS_C(1e-3);
+    out[BMS_OUT_TS] = in.zt;
+    out[BMS_OUT_INNOV] = use_v ? v_meas * BMS_C(1000.0) - in.zv : BMS_C(0.0);
+    out[BMS_OUT_NIS] = ev * (i11 * ev + i12 * et) + et * (i12 * ev + i22 * et);
+    out[BMS_OUT_STATUS] = (bms_real)BMS_OK;
     return BMS_OK;
 }
