@@ -144,10 +144,10 @@ def test_over_voltage_trace_trips_after_delay_and_latches(tmp_path, sample_file)
             d.exec("""
 def _until_ov():
     a = bms.app
-    a.run_virtual(1)  # boot: FETs close after the first valid sample
+    bms.run(1)  # boot: FETs close after the first valid sample
     below = 0
     while a.protection.charge_fet_on:
-        a.run_virtual(0.01)
+        bms.run(0.01)
         if a.sensors.sample.cell_v[0] <= a.protection.config['ov_trip_v']:
             below = a.now_ms
         if a.now_ms > 1800000:
@@ -177,12 +177,12 @@ def test_unplugged_current_sensor_opens_both_fets_within_one_tick(tmp_path, samp
         with Device(sim.port) as d:
             d.exec("import bms\nbms.run(1)")
             assert _fets(d) == (True, True)
-            d.exec("bms.app.sim.inject('unplug_current')\nbms.app.run_virtual(0.01)")
+            d.exec("bms.sim.inject('unplug_current')\nbms.run(0.01)")
             assert _fets(d) == (False, False)
             assert "CUR_MISSING" in d.eval("bms.status(False)['faults']")
             # Plugged back, it stays latched until a person resets it, also across a
             # hot-reloaded calibration; the cells keep their SOC through the reload.
-            d.exec("bms.app.sim.inject('plug_current')\nbms.run(1)")
+            d.exec("bms.sim.inject('plug_current')\nbms.run(1)")
             assert _fets(d) == (False, False)
             soc = d.eval("bms.app.cells[0].soc()")
         push(sim.port, str(LGM50))

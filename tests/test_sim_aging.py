@@ -100,8 +100,8 @@ def test_sim_ages_its_model_cell_and_charges_cc_cv(tmp_path):
         sim.wait_ready()
         with Device(sim.port) as d:
             d.exec("import bms")
-            plant = d.eval("[bms.app.sim.plant.cells[0].p[2] / 3600, "
-                           "bms.app.sim.plant.cv_v, bms.app.store.cal['cell']['capacity_ah']]")
+            plant = d.eval("[bms.sim.board.plant.cells[0].p[2] / 3600, "
+                           "bms.sim.board.plant.cv_v, bms.app.store.cal['cell']['capacity_ah']]")
     cap = json.loads(LGM50.read_text())["cell"]["capacity_ah"]
     # the plant aged, the BMS's calibration as it was
     assert abs(plant[0] - 0.8 * cap) < 1e-3 and plant[1] == 4.1 and plant[2] == cap

@@ -7,20 +7,23 @@ import pytest
 from bms_host import use_device_code
 
 use_device_code()
-from bms import application, sohstore  # noqa: E402
+from bms import sohstore  # noqa: E402
 from sim import board as simboard  # noqa: E402
+from sim import runner  # noqa: E402
 from sim import sample_cal  # noqa: E402
 
 
 def _boot(cells=2):
-    sb = simboard.SimBoard(cells=cells)
-    return application.App(sb, cal=sample_cal.calibration(), faultlog_path="faults.json")
+    """The simulated board's runner with its App."""
+    return runner.start(simboard.SimBoard(cells=cells), cal=sample_cal.calibration(),
+                        faultlog_path="faults.json")
 
 
 def test_soh_survives_a_reboot_and_shows_in_status(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sohstore, "SAVE_S", 2.0)
-    app = _boot()
+    sim = _boot()
+    app = sim.app
     d = app.status(False)
     for key in ("soh", "soh_sigma", "capacity_ah", "capacity_sigma_ah", "r0_growth",
                 "r0_growth_sigma"):
@@ -31,7 +34,7 @@ def test_soh_survives_a_reboot_and_shows_in_status(tmp_path, monkeypatch):
     for _ in range(4):
         c.add(4.4, 0.05 ** 2)
     assert abs(c.capacity_ah - 4.4) < 0.1
-    app.run_virtual(3.0)
+    sim.run(3.0)
     doc = json.loads((tmp_path / "soh.json").read_text())
     assert doc["cal"] == app.store.checksum and len(doc["cells"]) == 2
     saved = doc["cells"][1]["cap_ah"]
@@ -39,7 +42,7 @@ def test_soh_survives_a_reboot_and_shows_in_status(tmp_path, monkeypatch):
     assert 5.0 - saved <= 0.1 * 5.0 * 3.0 / 86400 + 1e-9, saved
     assert saved < 5.0
     # a reboot restores it and the filter uses it
-    app2 = _boot()
+    app2 = _boot().app
     assert abs(app2.cells[1].cap.capacity_ah - saved) < 1e-9
     assert abs(app2.cells[1].capacity_ah() - saved) < 1e-9
     assert app2.cells[1].cap.pairs == 4
@@ -49,6 +52,6 @@ def test_soh_survives_a_reboot_and_shows_in_status(tmp_path, monkeypatch):
 def test_a_corrupt_soh_file_is_passed_over(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "soh.json").write_text("{half a file")
-    app = _boot()
+    app = _boot().app
     assert app.cells[0].cap.capacity_ah == app.cells[0].nominal_ah
     assert "not valid JSON" in app.soh_store.note

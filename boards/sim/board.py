@@ -1,12 +1,11 @@
 # The simulated board: the Pico's drivers on a simulated I2C bus, fed by a plant (one
 # calibrated ECM + thermal model per cell) in virtual time, with fault injection.
-import select
-import sys
+# runner.py advances it and the BMS together.
 from array import array
 
 from bms import calfile, model
-from drivers import sim_i2c
 from pico import board as pico
+from sim import sim_i2c
 
 AMBIENT_C = 25.0
 
@@ -54,6 +53,8 @@ def aged(cal, retention, growth=None):
 
 
 class SimPin:
+    """An output pin: what the drivers (drivers.fet) drive, what the plant reads."""
+
     def __init__(self, value=0):
         self._v = value
 
@@ -151,12 +152,12 @@ class Plant:
         return sum(self.v)
 
     def _state(self):
-        return [(c.soc, c.v1, c.v2, c.tc, c.ts, c.p[model.SHIFT]) for c in self.cells]
+        return [(c.soc, c.v1, c.v2, c.tc, c.ts, c.shift) for c in self.cells]
 
     def _restore(self, st):
         for k in range(len(st)):
             c = self.cells[k]
-            c.soc, c.v1, c.v2, c.tc, c.ts, c.p[model.SHIFT] = st[k]
+            c.soc, c.v1, c.v2, c.tc, c.ts, c.shift = st[k]
 
     def advance(self, dt_s, current_a, ambient_c):
         self.ambient_c = ambient_c
@@ -178,8 +179,9 @@ class Plant:
 
 
 class SimBoard:
-    """Builds the Pico board on simulated parts; advance(dt) moves the plant and
-    writes the physical values into the simulated devices."""
+    """Builds the Pico board on simulated parts (self.board: the hardware the BMS runs
+    on); advance(dt) moves the plant and writes the physical values into the simulated
+    devices."""
 
     def __init__(self, cells=1, trace=None, cal=None, soc=0.8, age=None, cv_v=None):
         self.i2c = sim_i2c.SimI2C()
@@ -199,6 +201,9 @@ class SimBoard:
                                 {"series_cells": cells, "n_ntc": self.n_ntc})
         self.board.name = "sim"
         self.board.wdt = SimWDT()
+        # the plant's ambient, given as a board with an ambient sensor gives its reading
+        # (an ambient_c() on the hardware: application.App.ambient_c)
+        self.board.ambient_c = self.ambient_c
         self.cells = cells
         self.trace = Trace(trace) if trace else None
         self.plant = None
@@ -209,25 +214,7 @@ class SimBoard:
         if age is not None and self.trace is not None and self.trace.playback:
             raise ValueError("sim: an age applies to the model plant; a trace with voltage_v "
                              "and temperature_c plays its recorded cell as it is")
-        self._stdin_poll = None
         self.set_calibration(cal)
-
-    def interrupted(self):
-        """True when Ctrl-C arrived on the console: the simulator's console is a raw pty,
-        which sends the byte, not SIGINT (other bytes typed meanwhile are dropped)."""
-        if self._stdin_poll is None:
-            try:
-                self._stdin_poll = select.poll()
-                self._stdin_poll.register(sys.stdin, select.POLLIN)
-            except Exception:   # no pollable console (CPython under pytest): never
-                self._stdin_poll = False
-        while self._stdin_poll and self._stdin_poll.poll(0):
-            c = sys.stdin.read(1)
-            if c in ("\x03", b"\x03"):
-                return True
-            if not c:
-                self._stdin_poll = False   # end of input: nobody can type any more
-        return False
 
     def _reader(self, k):
         def read():
@@ -290,6 +277,12 @@ class SimBoard:
         b = self.board
         if (i > 0.0 and not b.discharge_fet.is_on) or (i < 0.0 and not b.charge_fet.is_on):
             i = 0.0
+        # each cell's bleeder draws while its pin is driven to the active level
+        bleed = self.plant.bleed
+        fets = b.bleeders.fets
+        for k in range(self.cells):
+            f = fets[k]
+            bleed[k] = f.pin.value() == (1 if f.active_high else 0)
         self.plant.advance(dt_s, i, ta)
         self._write()
 
@@ -330,51 +323,6 @@ class SimBoard:
             return max_s
         dt = tr.t[tr.row(t + 1e-6)] - t
         return dt if 0.0 < dt < max_s else max_s
-
-    def run_fast(self, app, seconds, max_step_s=30.0):
-        """Advance plant and BMS by `seconds` of virtual time in steps of up to max_step_s,
-        each ending where the trace's current changes: one sensor read and one estimator
-        step per step (a board reads every 10 ms and estimates every 100 ms; with a trace
-        sampled at 1 s on the move and 30 s at rest this runs days in minutes and counts
-        the same charge). Ctrl-C stops it between two steps."""
-        from bms.application import FAST_MS
-
-        for x, what in ((seconds, "seconds"), (max_step_s, "step")):
-            if not isinstance(x, (int, float)) or isinstance(x, bool) or not x == x:
-                raise ValueError("run(seconds, step) takes numbers of seconds, e.g. "
-                                 "bms.run(86400, 30); got %s=%r" % (what, x))
-        if not 0 <= seconds <= 1e7 or not FAST_MS / 1000.0 <= max_step_s <= 600:
-            raise ValueError("run(seconds, step): seconds from 0 to 1e7 and a step from "
-                             "%g to 600 s; got %r, %r" % (FAST_MS / 1000.0, seconds, max_step_s))
-        # The taps are read as a pipeline over fast ticks (each scan reads what the last
-        # one started, one input per ADC: drivers/ads1115.TapBank), and the NTCs in turn:
-        # these ticks at the end of a step refresh every reading before the estimator
-        # sees them, or it would pair a step's current with the last step's voltage.
-        pre = (4 if self.cells > 4 else self.cells) + self.n_ntc
-        left = int(seconds * 1000 + 0.5)
-        n = 0
-        while left > 0:
-            if n % 10 == 0 and self.interrupted():
-                raise KeyboardInterrupt
-            n += 1
-            dt = int(self.next_step_s(max_step_s) * 1000 + 0.5)
-            dt = left if dt > left else (FAST_MS if dt < FAST_MS else dt)
-            left -= dt
-            self.advance(dt / 1000.0)
-            t = app.now_ms + dt
-            if dt > (pre + 1) * FAST_MS:
-                for j in range(pre, 0, -1):
-                    app.fast_tick(t - j * FAST_MS)
-            st = app.soh_store
-            before = st.run_s
-            app.service(t)
-            # The state-of-health store counts running time (for its hourly save and its
-            # bounded change per day) by estimator ticks; a step is one tick: the rest of
-            # its time is counted here (nothing when the store counted it all, or saved).
-            missing = dt / 1000.0 - (st.run_s - before)
-            if st.run_s > before and missing > 0.0:
-                st.tick(app.cells, missing, app.store.checksum)
-        return app.now_ms
 
 
 def parse_age(text):

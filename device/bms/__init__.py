@@ -6,6 +6,9 @@
 __version__ = "0.1.0"
 
 app = None
+# A board that runs in virtual time (the simulator: boards/sim/runner.Runner) sets this at
+# boot; run() advances it. None on a real board, whose time passes by itself.
+sim = None
 
 
 def start(board, default_calibration=None):
@@ -86,9 +89,7 @@ def run(seconds, step=None):
     """Advance the simulated board by `seconds` of virtual time (sim board only). With
     step (seconds, e.g. 30) it runs fast: one sensor read and estimator step per trace
     row, at most `step` apart, instead of the board's 10 ms ticks."""
-    a = _need_app()
-    if step is None:
-        return a.run_virtual(seconds)
-    if a.sim is None:
+    _need_app()
+    if sim is None:
         raise RuntimeError("run() advances virtual time on the simulated board only")
-    return a.sim.run_fast(a, seconds, step)
+    return sim.run(seconds, step)

@@ -98,12 +98,10 @@ class LoopStats:
 class App:
     def __init__(self, board, default_calibration=None, backend=None, cells_per_tick=None,
                  device_id="bms", cal=None, faultlog_path=FAULTLOG_PATH):
-        # `board` is a board module's object: a sensors.Board, or the sim's SimBoard.
-        # cal: a calibration (dict, validated) to run on from memory instead of the
-        # store on flash (a board without a writable filesystem, a test).
-        self.sim = board if hasattr(board, "advance") else None
-        self.hw = board.board if self.sim is not None else board
-        hw = self.hw
+        # `board`: the sensors.Board a board module's make_board() builds. cal: a
+        # calibration (dict, validated) to run on from memory instead of the store on
+        # flash (a board without a writable filesystem, a test).
+        self.hw = hw = board
         self.n = hw.n_cells
         self.device_id = device_id
         self.log = faultlog.FaultLog(faultlog_path)
@@ -146,8 +144,6 @@ class App:
         self.checkins = {"fast": False, "estimator": False}
         self.wdt = getattr(hw, "wdt", None)
         self.tel = None
-        self.history = None  # set to [] to log (t_s, pack SOC, sigma, core degC) each second
-        self._hist_ms = None
         self.gc_need = GC_NEED_START   # bytes one estimator period allocates, at most
         self.gc_every = 1              # estimator ticks from one collection to the next
         self._gc_ticks = 0
@@ -256,15 +252,6 @@ class App:
                                     else 0.0, bool(self.protection.active), soc, s.cell_st)
         if self.hw.bleeders is not None:
             self.hw.bleeders.set_mask(mask)
-        if self.sim is not None:
-            for k in range(self.n):
-                self.sim.plant.bleed[k] = bool(mask & (1 << k))
-        if self.history is not None and self.cells and (
-                self._hist_ms is None or ticks_diff(now_ms, self._hist_ms) >= 1000):
-            self._hist_ms = now_ms
-            c = self.cells[0]
-            self.history.append((now_ms / 1000.0, self.pack_soc(), c.soc_sigma(),
-                                 c.temp_core_c()))
         if self.log.dirty and self.log.path:
             self.log.save()
             self.log.dirty = False
@@ -359,8 +346,8 @@ class App:
         c.step(i_avg, v, t, ta, dt_ms / 1000.0)
 
     def ambient_c(self, s):
-        if self.sim is not None:
-            return self.sim.ambient_c()
+        """The board's ambient sensor (an ambient_c() it gives), else the coolest of
+        the temperature sensors."""
         amb = getattr(self.hw, "ambient_c", None)
         if amb is not None:
             return amb()
@@ -390,29 +377,6 @@ class App:
     def run_forever(self):  # pragma: no cover - the board's main loop
         while True:
             self.service(ticks_ms())
-
-    def run_virtual(self, seconds):
-        """Simulated board: advance plant and BMS by `seconds` of virtual time. Ctrl-C
-        stops it between two fast ticks (the BMS stays consistent)."""
-        if self.sim is None:
-            raise RuntimeError("run() advances virtual time on the simulated board only")
-        ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-        if not ok or not 0 <= seconds <= 1e7:   # also refuses NaN
-            raise ValueError("run(seconds) takes a number of seconds from 0 to 1e7, e.g. "
-                             "bms.run(60); got %r" % (seconds,))
-        steps = int(seconds * 1000 / FAST_MS + 0.5)
-        for k in range(steps):
-            if k % 10 == 0 and self.sim.interrupted():
-                raise KeyboardInterrupt
-            self.sim.advance(FAST_MS / 1000.0)
-            self.service(self.now_ms + FAST_MS)
-        return self.now_ms
-
-    def take_history(self):
-        """Hand over the logged history and start a new one (used by the demo)."""
-        h = self.history or []
-        self.history = []
-        return h
 
     # -- the maker's view ----------------------------------------------------------
     def pack_soc(self):

@@ -75,13 +75,13 @@ def run(args):
         hist = []
         t_run = time.time()
         with Device(sim.port) as d:
-            d.exec("import bms\nbms.app.history = []")
+            d.exec("import bms\nbms.sim.record_history()")
             done = 0.0
             with tqdm(total=args.seconds, unit="s", unit_scale=True, leave=False) as bar:
                 while done < args.seconds:
                     step = min(CHUNK_S, args.seconds - done)
                     d.exec("bms.run(%r)" % step, timeout=600)
-                    hist.extend(d.eval("bms.app.take_history()", timeout=60))
+                    hist.extend(d.eval("bms.sim.take_history()", timeout=60))
                     done += step
                     bar.update(step)
             status = d.exec("bms.status()")

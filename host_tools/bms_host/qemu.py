@@ -145,24 +145,15 @@ def _unpack(b64):
 
 
 def _files_for(module):
-    """(path on the board, local file) for one test module and the helpers it may import.
-    drivers/sim_i2c goes in as a top-level module: the frozen `drivers` package cannot
-    grow a submodule from the filesystem, so the board aliases it (see ALIAS)."""
+    """(path on the board, local file) for one test module and the helpers it may import."""
     # the runner and every helper module of the device tests (calsample, scratch, ...)
     out = [(p.name, p) for p in sorted(DEVICE_TESTS.glob("*.py"))
            if not p.name.startswith("test_")]
-    out += [("sim_i2c.py", BOARDS_DIR / "drivers" / "sim_i2c.py"),
-           ("pico/board.py", BOARDS_DIR / "pico" / "board.py"),
-           ("esp32/board.py", BOARDS_DIR / "esp32" / "board.py")]
-    for name in ("__init__.py", "board.py", "sample_cal.py"):
-        out.append(("sim/" + name, BOARDS_DIR / "sim" / name))
+    out += [("pico/board.py", BOARDS_DIR / "pico" / "board.py"),
+            ("esp32/board.py", BOARDS_DIR / "esp32" / "board.py")]
+    out += [("sim/" + p.name, p) for p in sorted((BOARDS_DIR / "sim").glob("*.py"))]
     out.append((module + ".py", DEVICE_TESTS / (module + ".py")))
     return out
-
-
-ALIAS = ("import sys, drivers, sim_i2c\n"
-         "drivers.sim_i2c = sim_i2c\n"
-         "sys.modules['drivers.sim_i2c'] = sim_i2c\n")
 
 
 def send_files(board, files):
@@ -243,7 +234,6 @@ def run_module(firmware, module, timeout=120):
     with QemuBoard(firmware) as board:
         _check(*board.exec(RAMFS), "mounting the RAM filesystem")
         send_files(board, _files_for(module))
-        _check(*board.exec(ALIAS), "aliasing drivers.sim_i2c")
         out, err = board.exec("import mpy_runner\nmpy_runner.main(%r)\n" % module,
                               timeout=timeout)
         return out + err

@@ -3,13 +3,14 @@
 # the FETs go on working.
 from bms import application, backends, ukf
 from sim import board as simboard
+from sim import runner
 from sim import sample_cal
 
 
 class RaisingBackend(backends.PythonBackend):
     name = "raising"
 
-    def step(self, x, P, p, cfg, i_a, ta_c, dt_s, v_meas, ts_meas, out):
+    def step(self, x, P, p, cfg, u, out):
         raise RuntimeError("injected failure")
 
 
@@ -22,8 +23,10 @@ class SliceBackend(backends.PythonBackend):
 
 
 def make_app(cells=2):
-    sb = simboard.SimBoard(cells=cells)
-    return sb, application.App(sb, cal=sample_cal.calibration(), faultlog_path=None)
+    """(the simulated board's runner, the App on its hardware)"""
+    r = runner.start(simboard.SimBoard(cells=cells), cal=sample_cal.calibration(),
+                     faultlog_path=None)
+    return r, r.app
 
 
 def codes(app):
@@ -64,10 +67,10 @@ def test_every_real_backend_passes_its_check_or_says_why():
 
 
 def test_a_raising_estimator_never_stops_protection():
-    sb, app = make_app()
+    sim, app = make_app()
     for c in app.cells:
         c.backend = RaisingBackend()
-    app.run_virtual(0.5)    # boot: the first step of each cell only reads the OCV
+    sim.run(0.5)    # boot: the first step of each cell only reads the OCV
     assert app.est_errors > 0 and app.est_error == "RuntimeError: injected failure"
     assert "EST_ERROR" in codes(app)
     assert app.checkins is not None and app.fast_stats.count >= 49
@@ -77,28 +80,28 @@ def test_a_raising_estimator_never_stops_protection():
     # over-voltage on cell 1 while the estimator keeps raising: protection trips
     for c in app.cells:
         c.backend = RaisingBackend()
-    sb.inject("overvoltage", 1, 4.4)
-    app.run_virtual(2.0)     # past the trip's debounce
+    sim.inject("overvoltage", 1, 4.4)
+    sim.run(2.0)     # past the trip's debounce
     assert app.est_errors >= 10
     active = app.status(False)["faults"]
     assert "OV" in active, active
     assert not app.protection.charge_fet_on
-    assert not sb.board.charge_fet.is_on
+    assert not app.hw.charge_fet.is_on
 
 
 def test_a_backend_that_keeps_failing_is_replaced_and_soc_kept():
-    sb, app = make_app()
-    app.run_virtual(1.0)
+    sim, app = make_app()
+    sim.run(1.0)
     soc = [c.soc() for c in app.cells]
     for c in app.cells:
         c.backend = RaisingBackend()
-    app.run_virtual(application.EST_FAIL_SWITCH * application.EST_MS / 1000.0 + 0.2)
+    sim.run(application.EST_FAIL_SWITCH * application.EST_MS / 1000.0 + 0.2)
     names = [c.backend.name for c in app.cells]
     assert "raising" not in names and len(set(names)) == 1, names
     assert app.backend_note.startswith("raising failed in service"), app.backend_note
     assert "EST_BACKEND" in codes(app)
     n = app.est_errors
-    app.run_virtual(2.0)
+    sim.run(2.0)
     assert app.est_errors == n      # the new backend works
     for k in range(len(soc)):
         assert abs(app.cells[k].soc() - soc[k]) < 0.02, (soc, app.cells[k].soc())
@@ -117,15 +120,15 @@ def test_without_native_the_app_runs_on_ulab_and_protects():
 
     backends._load = no_native
     try:
-        sb, app = make_app()
-        app.run_virtual(1.0)
+        sim, app = make_app()
+        sim.run(1.0)
     finally:
         backends._load = load
     st = app.status(False)
     assert st["backend"] == "ulab" and st["backend_note"] is None, st["backend"]
     assert app.est_errors == 0 and st["soc"][0] == st["soc"][0]
-    sb.inject("overvoltage", 0, 4.4)
-    app.run_virtual(2.0)     # past the trip's debounce
+    sim.inject("overvoltage", 0, 4.4)
+    sim.run(2.0)     # past the trip's debounce
     assert not app.protection.charge_fet_on
 
 

@@ -1,7 +1,7 @@
 # The simulated board's plant: an aged cell (bms-host sim --age), a CC-CV charger
 # (--charger-cv) and fast virtual time (bms.run(seconds, step)).
-from bms import application
 from sim import board as simboard
+from sim import runner
 from sim import sample_cal
 
 
@@ -55,21 +55,21 @@ def test_a_cc_cv_charger_holds_the_voltage_and_tapers():
 
 
 def test_fast_run_counts_the_same_charge_as_the_board_ticks():
-    apps = []
+    sims = []
     for _ in range(2):
-        sb = simboard.SimBoard(1, None, sample_cal.calibration(), 0.8)
-        app = application.App(sb, cal=sample_cal.calibration(), faultlog_path=None)
-        app.run_virtual(1)
-        apps.append((sb, app))
+        sim = runner.start(simboard.SimBoard(1, None, sample_cal.calibration(), 0.8),
+                           cal=sample_cal.calibration(), faultlog_path=None)
+        sim.run(1)
+        sims.append(sim)
     # 1 A for 10 minutes, played by the board's ticks and by fast steps
     for k in range(2):
-        sb, app = apps[k]
-        sb.trace = _ConstTrace(1.0)
+        sims[k].board.trace = _ConstTrace(1.0)
         if k == 0:
-            app.run_virtual(600)
+            sims[k].run(600)
         else:
-            sb.run_fast(app, 600, 30)
-    (sa, a), (sb_, b) = apps
+            sims[k].run(600, 30)
+    sa, sb_ = sims[0].board, sims[1].board
+    a, b = sims[0].app, sims[1].app
     assert a.now_ms == b.now_ms
     assert abs(a.charge_mas - b.charge_mas) < 0.02 * a.charge_mas, (a.charge_mas, b.charge_mas)
     # the ticking plant adds 60,000 steps of 5.6e-7 to its SOC: in float32 each rounds by
@@ -80,7 +80,7 @@ def test_fast_run_counts_the_same_charge_as_the_board_ticks():
                                                               b.soh_store.run_s)
     for bad in (-1, float("nan"), "ten"):
         try:
-            sb_.run_fast(b, bad, 30)
+            sims[1].run(bad, 30)
         except ValueError as e:
             assert "run(seconds, step)" in str(e)
         else:
@@ -121,11 +121,12 @@ class _PulseTrace(_ConstTrace):
 def test_fast_steps_pair_each_current_with_its_own_voltage():
     # on the calibrated cell itself the resistance learnt from current steps stays at
     # the calibration's: a voltage read a step late would make it nonsense
-    sb = simboard.SimBoard(3, None, sample_cal.calibration(), 0.7)
-    app = application.App(sb, cal=sample_cal.calibration(), faultlog_path=None)
-    app.run_virtual(1)
-    sb.trace = _PulseTrace(2.0, 2.0, 200)    # the RLS takes steps up to 2 s apart
-    sb.run_fast(app, 398, 30)
+    sim = runner.start(simboard.SimBoard(3, None, sample_cal.calibration(), 0.7),
+                       cal=sample_cal.calibration(), faultlog_path=None)
+    app = sim.app
+    sim.run(1)
+    sim.board.trace = _PulseTrace(2.0, 2.0, 200)    # the RLS takes steps up to 2 s apart
+    sim.run(398, 30)
     for c in app.cells:
         assert c.rls.updates > 50 and 0.9 < c.rls.scale < 1.1, (c.rls.updates, c.rls.scale)
         assert 0.95 < c.r0_growth() < 1.05, c.r0_growth()
