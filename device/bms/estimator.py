@@ -23,10 +23,23 @@ Q_SOC_PER_C = 0.0         # SOC process noise added per C of current (% per sqrt
 V_FLOOR_PER_C = 100.0     # voltage noise floor added per C (mV)
 V_FLOOR_COLD = 1.0        # voltage noise floor added per degC below 25 degC (mV)
 V_FLOOR_REL = 0.3         # voltage noise floor added per mV of model overpotential
+# The thermal states' process noise grows with the heat, like the heat model's error: a
+# fit to a real cell's rate tests misses their can temperature by about 0.06 degC per
+# sqrt(s) per C^2 (0.03-0.05 at 1C, 0.11-0.12 at 1.5C, 0.24-0.35 at 2C). Held at the
+# rest value, the filter reads a can cooler than predicted as "less heat, so more charge
+# left" through the SOC-temperature covariance: the measured LG M50 at 45 degC, its heat
+# overestimated by 4 degC, read 26 points high at 1.5C (bms-host bench real).
+Q_TEMP_PER_C2 = 0.06      # degC per sqrt(s) per C^2, added in quadrature
 # Honest sigma: a persistent voltage bias b (the slow mean of the innovation, plus a
 # base that reflects the calibration's known bias) moves the SOC by b / (dOCV/dSOC),
-# which a white-noise filter does not count. soc_sigma() adds it (Schmidt's "consider").
-BIAS_BASE_MV = 8.0
+# which a white-noise filter does not count. soc_sigma() adds it (Schmidt's "consider"),
+# and the OCV table's own SOC-axis uncertainty: at the ends of the OCV the slope is steep,
+# b / slope vanishes, yet a measured cell's rested voltage there still moves for hours
+# after a load and its end points shift with temperature and rate (measured LG M50,
+# bms-host bench real: SOC off by 0.6-1.3 points in the rests near empty, where
+# b / slope gave a 0.1 point sigma).
+BIAS_BASE_MV = 6.0
+SIGMA_SOC_OCV = 0.5       # % SOC, added in quadrature
 BIAS_TAU_S = 300.0
 SIGMA_SOC_MIN = 0.0       # floor on the filter's own SOC sigma (%), keeps it responsive
 # The RLS factor reaches the filter slowly and through a dead band: a fresh cell's pulse
@@ -131,6 +144,10 @@ class CellEstimator:
         c_rate = (i_a if i_a >= 0.0 else -i_a) / self.nominal_ah
         cold = 25.0 - self.x[ukf.TC]
         cfg[ukf.CFG_Q + ukf.SOC] = self.cfg0[ukf.CFG_Q + ukf.SOC] + Q_SOC_PER_C * c_rate
+        q = Q_TEMP_PER_C2 * c_rate * c_rate
+        for k in (ukf.TC, ukf.TS):
+            q0 = self.cfg0[ukf.CFG_Q + k]
+            cfg[ukf.CFG_Q + k] = math.sqrt(q0 * q0 + q * q)
         # Voltage noise variance = adapted part (the filter's covariance matching, which
         # learns what the schedule misses) + the scheduled model error for this current
         # and temperature, so a burst of high-current error does not linger into a rest.
@@ -229,6 +246,7 @@ class CellEstimator:
                 slope = 1.0        # mV per % SOC, flat regions floored
             b = BIAS_BASE_MV * BIAS_BASE_MV + self.bias_mv * self.bias_mv
             v += b / (slope * slope)
+        v += SIGMA_SOC_OCV * SIGMA_SOC_OCV
         return math.sqrt(v) / 100.0
 
     def temp_core_c(self):

@@ -19,7 +19,9 @@ Floors (all after the first 300 s): SOC RMSE <= 1.0 % and max |error| <= 2.5 %; 
 filter's 3-sigma band covers the truth >= 95 % of the time; on traces longer than 2 h a
 lower RMSE than coulomb counting given the true initial SOC (and the same offset); core
 temperature RMSE <= 0.5 degC, and at most half the error of reading the surface sensor as
-the core, on profiles that heat the core >= 1 degC above the can. The same table shows
+the core, on profiles that heat the core >= 1 degC above the can. Next to the coverage,
+the mean sigma and RMSE / mean sigma say whether the band is needlessly wide (a ratio far
+below 1/3 covers errors the filter does not make). The same table shows
 the peers: coulomb counting, OCV lookup (SOC from the measured voltage, no dynamics) and
 filterpy's UnscentedKalmanFilter on the same model, with time per step for both filters.
 
@@ -225,8 +227,12 @@ def run_case(cal, profile, amb, backend=None, cfg=None, peer=True, t_end=None,
     soc0 = initial_soc(float(truth[0]))
     keep = tr["time_s"] - tr["time_s"][0] >= SKIP_S
     r = run_estimator(cal, meas, soc0, backend, cfg)
+    ukf = soc_metrics(r["soc"], r["sigma"], truth, keep)
+    # how wide the band is for the error it has to cover (1 = as wide as the RMSE)
+    ukf["sigma"] = 100.0 * float(np.mean(r["sigma"][keep]))
+    ukf["ratio"] = ukf["rmse"] / ukf["sigma"] if ukf["sigma"] > 0 else float("nan")
     res = {"profile": profile, "amb": amb, "hours": (tr["time_s"][-1] - tr["time_s"][0]) / 3600,
-           "ukf": soc_metrics(r["soc"], r["sigma"], truth, keep), "us": 1e6 * r["s_per_step"],
+           "ukf": ukf, "us": 1e6 * r["s_per_step"],
            "errors": r["errors"], "soc0": soc0, "truth0": float(truth[0])}
     res["cc"] = soc_metrics(coulomb_count(cal, meas, float(truth[0])), None, truth, keep)
     res["ocv"] = soc_metrics(ocv_lookup(cal, meas), None, truth, keep)
@@ -271,7 +277,8 @@ def _pf(v):
     return "-" if v is None else ("ok" if v else "FAIL")
 
 
-HEADER = ("case", "data", "h", "ukf rmse", "max", "cov3s", "bias", "cc rmse", "ocv rmse",
+HEADER = ("case", "data", "h", "ukf rmse", "max", "cov3s", "sigma", "rmse/sig", "bias",
+          "cc rmse", "ocv rmse",
           "fp rmse", "fp cov", "|fp-ukf|", "Tc rmse", "Ts-as-Tc", "heat", "floors")
 
 
@@ -286,7 +293,8 @@ def table_rows(results):
         fl = " ".join("%s:%s" % (k, _pf(v)) for k, v in f.items() if v is not None)
         fp = r.get("fp", {})
         rows.append((case_name(r["profile"], r["amb"]), data, "%.1f" % r["hours"],
-                     _fmt(u["rmse"]), _fmt(u["max"]), _fmt(u["cover"], 1), _fmt(u["bias"]),
+                     _fmt(u["rmse"]), _fmt(u["max"]), _fmt(u["cover"], 1),
+                     _fmt(u.get("sigma")), _fmt(u.get("ratio")), _fmt(u["bias"]),
                      _fmt(r["cc"]["rmse"]), _fmt(r["ocv"]["rmse"]), _fmt(fp.get("rmse")),
                      _fmt(fp.get("cover"), 1), _fmt(r.get("fp_diff")),
                      _fmt(r.get("tc_rmse")), _fmt(r.get("ts_rmse")), _fmt(r.get("heat"), 1),
@@ -388,7 +396,9 @@ def main(argv=None):
             us_fp.append(r["fp_us"])
     print_table(results)
     print("(data: held-out = not used by the fit; fit = DST, used by the fit; * = -10 degC, "
-          "shown, not counted. cc = coulomb counting from the true SOC with the offset; "
+          "shown, not counted. sigma = mean SOC sigma, rmse/sig = RMSE / mean sigma (1 = the "
+          "band as wide as the error, below 1 wider); "
+          "cc = coulomb counting from the true SOC with the offset; "
           "ocv = OCV lookup of the measured voltage; fp = filterpy UKF, same model, cfg and "
           "voltage noise per step (ours, scheduled); |fp-ukf| = max SOC difference)")
     print("time per step: ours (%s backend, whole estimator tick) %.1f us; filterpy %s"
