@@ -53,6 +53,25 @@ CAP_MIN_PAIRS = 3         # capacity fed back only after this many segments
 # tiny; a memory of ~7 current steps tracks a 50 % step in R0 within minutes.
 RLS_FORGET = 0.85
 RLS_P0 = 100.0
+# Re-sync at the ends of the OCV, as LFP BMSes do: on a flat OCV the voltage says little
+# for hours, but two moments pin the SOC whatever the model's bias.
+#   full:  the end of a CV charge (voltage within soh.FULL_V_BELOW of the upper limit, the
+#          charge current tapered below soh.TAPER_C, ~C/20, yet above the rest band
+#          soh.REST_C, so a sensor's offset and noise at rest never pass for a taper): the
+#          SOC a CV hold to C/20 leaves (soh.FULL_SOC, less in the cold), sigma
+#          soh.FULL_SIGMA;
+#   empty: the voltage at the lower limit under a small load (below RESYNC_EMPTY_C): the
+#          OCV table's SOC at the voltage plus the modelled ohmic and RC drops, sigma the
+#          OCV's error (soh.OCV_SIGMA_MV, more in the cold) and a share of those drops
+#          over the local slope.
+# Each is one scalar pseudo-measurement of SOC (pseudo_soc: a Kalman update of x and P
+# with H = e_SOC, a reset when they disagree beyond 3 sigma), taken once per visit: the
+# event re-arms when the voltage leaves that end. Where the filter already knows the SOC
+# well (a steep OCV end) it moves little; after hours on a flat OCV it corrects.
+RESYNC_TAPER_C = soh.TAPER_C      # a charger that ends at C/20 stops just above it
+RESYNC_EMPTY_V_ABOVE = 0.02   # "at the lower limit": within this of limits.v_min
+RESYNC_EMPTY_C = 0.2
+RESYNC_REARM_V = 0.05         # re-armed this far inside both ends
 
 
 class CellEstimator:
@@ -84,6 +103,12 @@ class CellEstimator:
         self.eta_mv = 0.0         # model overpotential |OCV - V| of the last step (mV)
         self.rv_mv2 = 0.0         # voltage noise variance of the last step (mV^2)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
+        v_max = self.limits.get("v_max")
+        v_min = self.limits.get("v_min")
+        self.v_full = (v_max - soh.FULL_V_BELOW) if v_max else None
+        self.v_empty = (v_min + RESYNC_EMPTY_V_ABOVE) if v_min else None
+        self.resync_armed = True  # an end's re-sync is taken once per visit
+        self.resyncs = 0          # how many were taken (full or empty)
         self.errors = 0
         self.status = ukf.OK
         # SOP in C with the native backend (bms_native.sop), else the Python reference;
@@ -191,6 +216,8 @@ class CellEstimator:
             self.x[ukf.SOC] = SOC_HI_PCT
         elif s < SOC_LO_PCT:
             self.x[ukf.SOC] = SOC_LO_PCT
+        if v_meas == v_meas:
+            self._resync(i_a - self.x[ukf.BIAS] * 0.001, v_meas)
         base = cfg[ukf.CFG_RV] - extra
         self.rv_base = base if base > f0 * f0 else f0 * f0
         self.ah += i_a * dt_s / 3600.0
@@ -221,6 +248,77 @@ class CellEstimator:
         if self.run_s >= SETTLE_S:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
+
+    def _resync(self, i_a, v):
+        """The full / empty re-sync (see RESYNC_*); i_a: the current less the learnt offset."""
+        c = self.nominal_ah
+        full = (self.v_full is not None and v >= self.v_full
+                and -RESYNC_TAPER_C * c < i_a < -soh.REST_C * c)
+        empty = (self.v_empty is not None and v <= self.v_empty
+                 and 0.0 <= i_a < RESYNC_EMPTY_C * c)
+        if not (full or empty):
+            # re-armed once the voltage has clearly left both ends
+            if (not self.resync_armed
+                    and (self.v_full is None or v < self.v_full - RESYNC_REARM_V)
+                    and (self.v_empty is None or v > self.v_empty + RESYNC_REARM_V)):
+                self.resync_armed = True
+            return
+        if not self.resync_armed:
+            return
+        x = self.x
+        tc = x[ukf.TC]
+        cold = 25.0 - tc if tc < 25.0 else 0.0
+        if full:
+            z = soh.FULL_SOC - soh.FULL_COLD * cold
+            sig = soh.FULL_SIGMA
+        else:
+            tab = self.tab
+            model.lookup(self.p, x[ukf.SOC] * 0.01, tc, tab, model.R0 + 1)
+            drop_mv = 1000.0 * self.tab[model.R0] * i_a + x[ukf.V1] + x[ukf.V2]
+            z = model.soc_from_ocv(self.p, v + drop_mv * 0.001, tc, tab)
+            lo = z - 0.02 if z > 0.02 else 0.0
+            slope = 250.0 * (model.ocv(self.p, lo + 0.04, tc, tab)
+                             - model.ocv(self.p, lo, tc, tab))   # mV per % SOC
+            if slope <= 0.1:
+                return
+            e = soh.OCV_SIGMA_MV + soh.OCV_SIGMA_COLD * cold
+            r = soh.RELAX_FRAC * drop_mv
+            sig = math.sqrt(e * e + r * r) / slope * 0.01
+        self.resync_armed = False
+        self.resyncs += 1
+        self.pseudo_soc(z, sig)
+
+    def pseudo_soc(self, soc, sigma):
+        """A direct measurement of SOC (fractions) with variance sigma^2: one Kalman update
+        of x and P with H = e_SOC (the correlated states move with the SOC, P stays
+        symmetric and positive definite), or, when the two disagree beyond 3 sigma of
+        their sum (the filter was wrong and sure of it, as on a flat OCV), a reset of the
+        SOC to the measurement and of P's SOC row and column to its variance."""
+        x, P, n = self.x, self.P, ukf.NX
+        r = sigma * sigma * 1e4
+        s = P[0] + r
+        if not s > 0.0:
+            return
+        d = soc * 100.0 - x[ukf.SOC]
+        if d * d > 9.0 * s:
+            x[ukf.SOC] = soc * 100.0
+            for k in range(1, n):
+                P[k] = 0.0
+                P[k * n] = 0.0
+            P[0] = r
+            return
+        col = [P[k * n] for k in range(n)]   # column 0 (= row 0)
+        for a in range(n):
+            ka = col[a] / s
+            x[a] += ka * d
+            for b in range(a, n):
+                v = P[a * n + b] - ka * col[b]
+                P[a * n + b] = v
+                P[b * n + a] = v
+        if x[ukf.SOC] > SOC_HI_PCT:
+            x[ukf.SOC] = SOC_HI_PCT
+        elif x[ukf.SOC] < SOC_LO_PCT:
+            x[ukf.SOC] = SOC_LO_PCT
 
     def update_sop(self, ta_c):
         self.power.update(self.p, self.x, ta_c, self.tab, self.capacity_ah() * 3600.0,

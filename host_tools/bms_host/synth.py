@@ -40,10 +40,11 @@ def configure(parser):
     parser.add_argument("--out", required=True, help="output folder for CSVs and manifest.json")
     parser.add_argument("--ambients", default=None,
                         help="comma-separated ambient temperatures in degC "
-                             "(default -10,0,25,45; --quick: 25)")
+                             "(default -10,0,25,45, the drive cycles 0,5,25,40; --quick: 25)")
     parser.add_argument("--profiles", default=None,
                         help="comma-separated subset of profiles (pocv_dis,pocv_chg,hppc,pulses,"
-                             "dst,random,cp,fastcharge,chgsteps,rate)")
+                             "dst,random,cp,fastcharge,chgsteps,rate; the drive cycles urban,"
+                             "aggressive,highway only when named)")
     parser.add_argument("--quick", action="store_true",
                         help="self-test: one 120 s pulse profile on a coarse mesh")
     parser.add_argument("--aged", action="store_true",
@@ -103,14 +104,24 @@ def plan(args):
     else:
         profiles = sp.standard_profiles(c_ah, v_nom)
     if args.profiles:
+        # the drive cycles are made only when named (a bench set, kept apart from the
+        # fit's folder: `--profiles urban,aggressive,highway --out data/CELL_drive`)
+        every = profiles + ([] if quick else sp.drive_profiles(c_ah))
         want = [x.strip() for x in args.profiles.split(",") if x.strip()]
-        names = [p["name"] for p in profiles]
+        names = [p["name"] for p in every]
         bad = [w for w in want if w not in names]
         if bad:
             raise UserError("unknown profile %s: choose from %s" % (bad[0], ",".join(names)))
-        profiles = [p for p in profiles if p["name"] in want]
+        profiles = [p for p in every if p["name"] in want]
     ambients = _parse_ambients(args.ambients, quick)
-    return spec, profiles, ambients
+    if args.ambients is None and not quick:
+        # the drive cycles have their own ambients (0-40 degC, 5 for a cold drive)
+        tasks = [(p, a) for a in ambients for p in profiles if p["name"] not in sp.DRIVE_NAMES]
+        tasks += [(p, float(a)) for a in sp.DRIVE_AMBIENTS for p in profiles
+                  if p["name"] in sp.DRIVE_NAMES]
+    else:
+        tasks = [(p, a) for a in ambients for p in profiles]
+    return spec, tasks
 
 
 def run(args):
@@ -124,19 +135,21 @@ def run(args):
         if args.cell != "lgm50":
             raise UserError("--aged exists for lgm50 only")
         return run_aged(args)
-    spec, profiles, ambients = plan(args)
+    spec, tasks = plan(args)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError("cannot create output folder %s (%s)" % (out, e.strerror)) from None
-    return generate(spec, profiles, ambients, out, jobs=args.jobs,
+    return generate(spec, tasks, out, jobs=args.jobs,
                     use_cache=not args.no_cache)
 
 
-def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manifest=None):
+def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
+    """Simulate the (profile, ambient) tasks into out/ (CSV per task and manifest.json)."""
     from tqdm import tqdm
-    tasks = [(p, a) for a in ambients for p in profiles]
+    ambients = sorted({float(a) for _, a in tasks})
+    profiles = list({id(p): p for p, _ in tasks}.values())
     mpath = out / "manifest.json"
     old = {}
     if mpath.exists():
@@ -165,8 +178,9 @@ def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manife
             qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache)
     work = [(spec, a, p, q_c20, qr[p["init_soc"]], use_cache) for p, a in tasks]
     # the longest first, so two workers finish together
-    order = {"dst": 0, "hppc": 1, "pulses": 1, "random": 2, "cp": 3, "chgsteps": 4,
-             "fastcharge": 5, "rate": 5, "pocv_dis": 6, "pocv_chg": 7}
+    order = {"urban": 0, "dst": 0, "highway": 1, "aggressive": 1, "hppc": 1, "pulses": 1,
+             "random": 2, "cp": 3, "chgsteps": 4, "fastcharge": 5, "rate": 5, "pocv_dis": 6,
+             "pocv_chg": 7}
     idx = sorted(range(len(work)), key=lambda i: order.get(work[i][2]["name"], 9))
     results = [None] * len(work)
     bar = tqdm(total=len(work), desc="synth %s" % spec["cell"], unit="exp")
@@ -206,6 +220,13 @@ def generate(spec, profiles, ambients, out, jobs=2, use_cache=True, extra_manife
                       "core_minus_surface_max_k": round(meta["core_minus_surface_max_k"], 3),
                       "wall_s": meta["wall_s"], "input_key": meta["key"],
                       "sha256": sha256_file(path)})
-    write_manifest(out, spec, ambients, files, q_c20, extra_manifest)
+    # A subset (--profiles, --ambients) adds to the folder: the manifest keeps the entries of
+    # the files it did not make (still present, same contents), so it describes them all.
+    made = {f["file"] for f in files}
+    kept = [f for name, f in old.items()
+            if name not in made and (out / name).exists()
+            and sha256_file(out / name) == f.get("sha256")]
+    all_amb = sorted({float(a) for a in ambients} | {float(f["ambient_c"]) for f in kept})
+    write_manifest(out, spec, all_amb, kept + files, q_c20, extra_manifest)
     print("synth: wrote %d files to %s" % (len(files), out))
     return 0
