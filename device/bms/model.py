@@ -81,6 +81,10 @@ OCV, R0, R0C, R1, TAU1, R2, TAU2, I0, R2C, RH = range(10)
 NTAB = 10
 I0_NONE = 1e6  # a calibration without i0: the kinetic term vanishes
 KIN_B = 2.0 * 8.314462618 / 96485.33212  # 2R/F: eta = KIN_B * T_kelvin * asinh(i / 2 i0)
+# The diffusion factor's temperature is held above this: a filter fed an absurd trace
+# (current in mA) can drive its core-temperature state towards 0 K, where the Arrhenius
+# factor overflows a double (and a float to inf).
+DIFF_TC_MIN = -100.0
 OCV_TOP_SPAN = 0.1  # SOC: the OCV continues past the grid's top with its slope over this
 
 
@@ -174,6 +178,8 @@ def shift_ahead(p, d, i_a, tc, dt_s):
     g = p[SHIFT_GAIN] if i_a >= 0.0 else p[SHIFT_GAIN_CHG]
     if g == 0.0 and d == 0.0:
         return 0.0
+    if tc < DIFF_TC_MIN:
+        tc = DIFF_TC_MIN
     f = math.exp(p[SHIFT_E] * (1.0 / (tc + 273.15) - 1.0 / 298.15))
     a = math.exp(-dt_s / (p[SHIFT_TAU] * f))
     return a * d + (1.0 - a) * g * f * i_a

@@ -43,6 +43,7 @@ enum { T_OCV = 0, T_R0, T_R0C, T_R1, T_TAU1, T_R2, T_TAU2, T_I0, T_R2C, T_RH };
 #define KIN_B R(2.0 * 8.314462618 / 96485.33212) /* model.KIN_B */
 #define OCV_TOP_SPAN R(0.1)                      /* model.OCV_TOP_SPAN */
 #define SLOPE_DS R(0.01)                         /* sop.py: the OCV slope's half step */
+#define DIFF_TC_MIN (-100.0)                     /* model.DIFF_TC_MIN */
 
 typedef struct {
     const bms_real *p;
@@ -381,7 +382,7 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
     const bms_real *hz = lim + BMS_SOP_H0;
     bms_real a1[BMS_SOP_MAX_H], a2[BMS_SOP_MAX_H], as[BMS_SOP_MAX_H];
     int pw[BMS_SOP_MAX_H];
-    bms_real hi, lo, g1, g2, kc, ks, a11, a22, inv_det, inv_t, inv_cap, t_core_max;
+    bms_real hi, lo, tk, g1, g2, kc, ks, a11, a22, inv_det, inv_t, inv_cap, t_core_max;
     int k, status = BMS_OK, charge;
 
     if (nh < 1 || nh > BMS_SOP_MAX_H) {
@@ -448,7 +449,8 @@ int bms_sop(const bms_real *p, const bms_real *x, const bms_real *lim, int nh,
     s.slope = (ocv_at(&s.m, hi, &s.tb, s.sb.j, s.inv_ds)
                - ocv_at(&s.m, lo, &s.tb, s.sb.j, s.inv_ds)) / (hi - lo);
     /* diffusion (model.shift_ahead) and thermal (model.step) constants */
-    s.f = BMS_EXP(p[SHIFT_E] * (R(1.0) / (s.tc + R(273.15)) - R(1.0) / R(298.15)));
+    tk = (s.tc > R(DIFF_TC_MIN) ? s.tc : R(DIFF_TC_MIN)) + R(273.15);
+    s.f = BMS_EXP(p[SHIFT_E] * (R(1.0) / tk - R(1.0) / R(298.15)));
     inv_cap = R(1.0) / lim[BMS_SOP_CAP];
     g1 = R(1.0) / p[R_CS];
     g2 = R(1.0) / p[R_SA];
