@@ -117,6 +117,25 @@ def test_arrhenius_fill_is_log_linear_in_inverse_temperature():
     assert got[3, 0] < 1.0       # a resistance falls on beyond the warmest data
 
 
+def test_beyond_the_warmest_data_the_slope_flattens_but_not_below_the_coldest():
+    rows = np.array([[4.0], [1.0]])
+    temps = [-20.0, 0.0, 25.0, 45.0]
+    got = measured.arrhenius_fill([0.0, 25.0], rows, temps, rising=False)
+    x = 1.0 / (np.array(temps) + 273.15)
+    f45 = (x[3] - x[1]) / (x[2] - x[1])
+    f_m20 = (x[0] - x[1]) / (x[2] - x[1])
+    # warmer: a fraction WARM_SLOPE of the line's further fall; colder: the whole line
+    want45 = math.exp(math.log(4.0) + (1.0 + measured.WARM_SLOPE * (f45 - 1.0))
+                      * math.log(0.25))
+    assert got[3, 0] == pytest.approx(want45)
+    assert got[0, 0] == pytest.approx(math.exp(math.log(4.0) + f_m20 * math.log(0.25)))
+    full45 = math.exp(math.log(4.0) + f45 * math.log(0.25))
+    assert full45 < got[3, 0] < 1.0
+    # an exchange current (rising) likewise rises less steeply past the warmest data
+    up = measured.arrhenius_fill([0.0, 25.0], 1.0 / rows, temps, rising=True)
+    assert up[3, 0] == pytest.approx(1.0 / want45)
+
+
 def test_thinning_keeps_the_charge_and_the_steps():
     t, i = _profile([(60, 0.0, 1.0), (600, 5.0, 1.0), (600, 0.0, 1.0)])
     cols = {"time_s": t, "current_a": i, "voltage_v": 3.7 - 0.01 * i}
