@@ -56,7 +56,7 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
                        hardware.ntcs(read_u16s, c), "pico", scan)
     # the taps' scan is pipelined over fast ticks (ads1115.TapBank); read them in one call
     bank = taps[0].bank
-    b.tap_read = bank.read_into
+    b.tap_read = _tap_reader(bank)
     # no blocking first scan: the sensors stamp no sample until every tap has a reading
     # (the first four fast ticks at 16 cells, FETs open meanwhile as at any boot)
     bank.blocking_first = False
@@ -64,6 +64,23 @@ def build(i2c, read_u16s, pin, config=None, pins=None):
     # each NTC every 5th fast tick (50 ms), staggered: see sensors.Board.temp_every_n
     b.temp_every_n = 5
     return b
+
+
+_native_taps = None   # bms_native.taps, TapBank.read_into's loop in C (see _tap_reader)
+
+
+def _tap_reader(bank):
+    """bank.read_into(tap_v, tap_st). With the C loop, a lambda that calls it straight:
+    small enough (11 words of state, the C function a global) for MicroPython to keep its
+    frame on the C stack, where read_into's frame is a heap allocation every fast tick."""
+    global _native_taps
+    from bms.compat import native
+
+    _native_taps = getattr(native, "taps", None)
+    if _native_taps is None:
+        return bank.read_into
+    code, failed, scale = bank.code, bank.failed, bank.scale
+    return lambda tv, ts: _native_taps(code, failed, scale, tv, ts)
 
 
 def make_board(config=None, pins=None):

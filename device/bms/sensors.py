@@ -177,7 +177,13 @@ class Sensors:
         s = self.sample
         self._cells(s)
         self._current(s)
-        self._temps(s)
+        # a tick on which no temperature sensor is due (see Board.temp_every_n) costs no
+        # call: each call of a function this size allocates its frame on the heap
+        t = self._temp_tick
+        if t < s.n_temps:
+            self._temps(s)
+        else:
+            self._temp_tick = t + 1 if t + 1 < self.board.temp_every_n else 0
         if s.t_ms is None and self.board.tap_ready is not None \
                 and not self.board.tap_ready():
             s.seq += 1
@@ -236,7 +242,8 @@ class Sensors:
             self.native(tv, ts, s.cell_v, s.cell_st, self._last_v, self._rep_v,
                         self._odd_v, board.stacked, cfg["cell_open_v"], cfg["cell_max_v"],
                         cfg["implausible_hold_n"])
-            self._stuck_cells(s)
+            if cfg["stuck_n"] and max(self._rep_v) >= cfg["stuck_n"]:
+                self._stuck_cells(s)
             return
         if board.tap_read is not None:
             for k in range(n):
@@ -289,15 +296,16 @@ class Sensors:
             else:
                 rep[k] = 0
             cst[k] = st
-        self._stuck_cells(s)
+        if cfg["stuck_n"] and max(rep) >= cfg["stuck_n"]:
+            self._stuck_cells(s)
 
     def _stuck_cells(self, s):
+        # called only when a cell repeated stuck_n samples (_cells checks, saving a call)
         n_stuck = self.cfg["stuck_n"]
         rep, cst = self._rep_v, s.cell_st
-        if n_stuck and max(rep) >= n_stuck:
-            for k in range(len(rep)):
-                if cst[k] == OK and rep[k] >= n_stuck and _stuck(rep, cst, k, n_stuck):
-                    cst[k] = STUCK
+        for k in range(len(rep)):
+            if cst[k] == OK and rep[k] >= n_stuck and _stuck(rep, cst, k, n_stuck):
+                cst[k] = STUCK
 
     def _temps(self, s):
         cfg = self.cfg

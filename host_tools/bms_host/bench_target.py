@@ -12,13 +12,17 @@ Only device work is counted:
   cell) writes the simulated chips' inputs between ticks, outside the measured spans;
 - the simulated chips' register emulation runs inside the drivers' I2C calls, so the bus
   times it and that time is subtracted from each fast tick (on a board this is silicon;
-  the real bus transfer and the ADS1115 conversion wait are NOT in the figures);
+  the real bus transfer and the ADS1115 conversion wait are NOT in the figures); the
+  bus's methods are small enough that MicroPython keeps their frames off the heap, as a
+  board's C I2C calls have none (a heap frame is allocated before the method can read
+  the clock, so its cost, which grows with heap fragmentation, would count as the BMS's);
 - the heap is capped at --heap-kb (the issue's Pico budget) by a block taken before the
   BMS starts, when the firmware has more;
 - the fault log is not saved (the emulated flash cannot be written).
 
 Per configuration: estimator tick mean/max, fast tick max, overruns, heap, how often each
-cell gets an estimator step, and the cost of one cell's pieces measured alone afterwards.
+cell gets an estimator step, the slowest fast ticks with what ran in them, and the cost of
+one cell's pieces measured alone afterwards.
 Last line: `target: cells=16 heap_kb=H free_kb=F est_tick_ms=E fast_tick_max_ms=M
 overruns=O every_cell_s=C step_ms=S`.
 """
@@ -65,53 +69,81 @@ class Pin:
 
 class Bus(sim_i2c.SimI2C):
     # The simulated chips (sim_i2c) behind register images: between ticks the plant has
-    # the chips compute their result registers (two dithered images); in the tick a
-    # driver's read copies two bytes. Set-up and probes go to the chips themselves. The
-    # bus times itself: that time is taken off the fast tick (silicon on a board).
+    # the chips compute their result registers (two dithered images, keyed addr << 8 |
+    # reg; an ADS1115's conversion of input c under addr << 8 | 16 + c); in the tick a
+    # driver's read copies two bytes, and starting a conversion latches that input's
+    # code as the chip's result. Set-up and probes go to the chips themselves. The bus
+    # times itself: that time is taken off the fast tick (silicon on a board). Each
+    # method keeps to 11 words of Python state, so MicroPython puts its frame on the C
+    # stack: on a board these are C calls, and a frame on the heap (its allocation,
+    # before the method can read the clock) would charge the bench's bus to the BMS.
     spent = 0
     last = 0      # the last fast tick's share
     calls = 0
+    t0 = 0
 
     def __init__(self):
         sim_i2c.SimI2C.__init__(self)
-        self.img = {}     # addr -> {reg: value}
-        self.conv = {}    # ADS1115 addr -> conversion codes of AIN0..3
-        self.mux = {}     # ADS1115 addr -> input of the last conversion started
+        self.img = {}     # this tick's image
+        self.held = {}    # addr << 8 -> the conversion an ADS1115 holds
 
-    def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
-        t0 = ticks_us()
-        im = self.img.get(addr)
-        if im is not None and reg in im:
-            v = self.conv[addr][self.mux[addr]] if reg == 0 and addr in self.conv \
-                else im[reg]
-            buf[0] = (v >> 8) & 0xFF
-            buf[1] = v & 0xFF
+    def readfrom_mem_into(self, addr, reg, buf):
+        self.t0 = ticks_us()
+        v = self.img.get(addr << 8 | reg)
+        if v is None:
+            v = self.held.get(addr << 8 | reg)
+        if v is None:
+            sim_i2c.SimI2C.readfrom_mem_into(self, addr, reg, buf)
         else:
-            sim_i2c.SimI2C.readfrom_mem_into(self, addr, reg, buf, addrsize)
-        self.spent += ticks_diff(ticks_us(), t0)
+            buf[0] = v >> 8
+            buf[1] = v & 0xFF
+        self.spent += ticks_diff(ticks_us(), self.t0)
         self.calls += 1
 
-    def writeto_mem(self, addr, reg, buf, addrsize=8):
-        t0 = ticks_us()
-        if reg == 1 and addr in self.conv and buf[0] & 0x80:   # start a conversion
-            self.mux[addr] = ((buf[0] >> 4) & 7) - 4
+    def writeto_mem(self, addr, reg, buf):
+        self.t0 = ticks_us()
+        v = self.img.get(addr << 8 | 16 | buf[0] >> 4 & 3) if reg == 1 and buf[0] & 0x80 \
+            else None
+        if v is None:
+            sim_i2c.SimI2C.writeto_mem(self, addr, reg, buf)
         else:
-            sim_i2c.SimI2C.writeto_mem(self, addr, reg, buf, addrsize)
-        self.spent += ticks_diff(ticks_us(), t0)
+            self.held[addr << 8] = v     # a single-shot conversion started
+        self.spent += ticks_diff(ticks_us(), self.t0)
         self.calls += 1
 
 
 class FastStats(application.LoopStats):
-    # the fast tick without the simulated chips' time
+    # the fast tick without the simulated chips' time; the slowest ones kept with what
+    # ran in them (called after the tick's clock is read: none of this is timed)
     max_at = 0    # virtual ms of the longest fast tick
+    calls0 = 0
+    gc_seen = 0
+    gc_at = 0     # virtual ms of the estimator tick that ended with the last collection
 
     def add(self, us):
         us -= bus.spent
+        at = app.now_ms + application.FAST_MS
         if us > self.max_us:
-            self.max_at = app.now_ms + application.FAST_MS
+            self.max_at = at
         application.LoopStats.add(self, us)
+        if app.gc_runs != self.gc_seen:
+            self.gc_seen = app.gc_runs
+            self.gc_at = app.now_ms
+        if len(slowest) < SLOWEST or us > slowest[-1][0]:
+            # an NTC read this tick? (sensor k on tick k mod temp_every_n)
+            ntc = (app.sensors._temp_tick - 1) % hw.temp_every_n < hw.n_temps \
+                or self.count == 1
+            slowest.append((us, at, at - self.gc_at, int(ntc), bus.calls - self.calls0))
+            slowest.sort(key=lambda e: -e[0])
+            if len(slowest) > SLOWEST:
+                slowest.pop()
+        self.calls0 = bus.calls
         bus.last = bus.spent
         bus.spent = 0
+
+
+SLOWEST = 5
+slowest = []     # (us, at ms, ms since the last collection, NTC read, I2C calls)
 
 
 bus = Bus()
@@ -127,9 +159,16 @@ del CAL_TEXT
 gc.collect()
 app = application.App(hw, cal=cal, faultlog_path=None)
 app.fast_stats = FastStats(application.FAST_MS)
-images = [None, None]      # the plant's two dithered register images, swapped every tick
-for a in ads:
-    bus.mux[a.addr] = 0
+# the plant's two dithered register images, swapped every tick; made once and updated in
+# place (small ints), so the plant leaves nothing new on the heap between the ticks
+images = [{}, {}]
+for im in images:
+    for r in (1, 2, 3, 4):
+        im[0x40 << 8 | r] = 0
+    for a in ads:
+        im[a.addr << 8 | 1] = 0x8583                  # config: OS set, conversion done
+        for c in range(4):
+            im[a.addr << 8 | 16 | c] = 0
 
 
 def plant(row):
@@ -144,12 +183,13 @@ def plant(row):
         codes[k // 4][k % 4] = int(stack / tap.ratio / tap.adc.lsb_v + 0.5)
     ina.set_bus_v(stack)
     for d in (0, 1):
-        im = {0x40: {r: ina.value(r) & 0xFFFF for r in (1, 2, 3, 4)}}
-        conv = {}
+        im = images[d]
+        for r in (1, 2, 3, 4):
+            im[0x40 << 8 | r] = ina.value(r) & 0xFFFF
         for j in range(len(ads)):
-            im[ads[j].addr] = {0: 0, 1: 0x8583}   # config: OS set, conversion done
-            conv[ads[j].addr] = [min(c + d, 32767) for c in codes[j]]
-        images[d] = (im, conv)
+            a = ads[j].addr << 8
+            for c in range(4):
+                im[a | 16 | c] = min(codes[j][c] + d, 32767) & 0xFFFF
     for j in range(n_ntc):
         ntc_u16[j] = int(hw.temps[j].ratio_for(ts) * 65535 + 0.5)
 
@@ -167,7 +207,7 @@ while now < SECONDS * 1000:
     if k != r and k < len(ROWS):
         r = k
         plant(ROWS[k])
-    bus.img, bus.conv = images[(now // application.FAST_MS) & 1]
+    bus.img = images[(now // application.FAST_MS) & 1]
     bus.spent = 0
     app.service(now)
     if app.est_stats.count != est_seen:      # bookkeeping outside the measured spans
@@ -191,6 +231,7 @@ gaps = [steps[c][3] for c in range(CELLS) if c in steps and steps[c][0] > 2]
 counts = [steps[c][0] if c in steps else 0 for c in range(CELLS)]
 print(repr({"est": app.est_stats.as_dict(), "fast": app.fast_stats.as_dict(),
             "fast_max_at": app.fast_stats.max_at, "gc_runs": app.gc_runs,
+            "slowest": slowest,
             "gap_max_ms": max(gaps) if gaps else None, "steps_min": min(counts),
             "steps_max": max(counts), "now": now}))
 """
@@ -339,6 +380,10 @@ def report(r):
           % (r["fast"]["mean_us"] / 1000.0, r["fast_max_at"] / 1000.0, r["read_us"] / 1000.0,
              r["prot_us"] / 1000.0, r["bus_one_us"] / 1000.0, r["bus_calls"],
              r["gc_us"] / 1000.0, r["gc_runs"]))
+    print("         slowest fast ticks: %s" % "; ".join(
+        "%.2f ms at %.2f s (%d ms after a collection%s, %d I2C calls)"
+        % (us / 1000.0, at / 1000.0, since, ", an NTC read" if ntc else "", calls)
+        for us, at, since, ntc, calls in r["slowest"]))
     if r["step_err"]:
         print("         native step not measured: %s" % r["step_err"])
     if r["est_errors"]:
