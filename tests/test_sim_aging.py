@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bms_host.serialshare import resolve
 from bms_host.sim import SimDevice
+from polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BMS_HOST = str(Path(sys.executable).parent / "bms-host")
@@ -33,15 +34,6 @@ def slice_trace(path, t0, t1):
     keep = [x for x in lines[1:] if t0 <= float(x.split(",", 1)[0]) <= t1]
     path.write_text("\n".join([lines[0]] + keep) + "\n")
     return str(path)
-
-
-def wait_for(pred, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_recorded_soh_of_an_aged_cell_converges_to_the_truth(tmp_path):

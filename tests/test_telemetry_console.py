@@ -17,6 +17,7 @@ import pytest
 from bms_host import manifest
 from bms_host.serialshare import TelSplitter, resolve
 from bms_host.sim import SimDevice
+from polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BMS_HOST = str(Path(sys.executable).parent / "bms-host")
@@ -92,15 +93,6 @@ def test_main_py_starts_console_telemetry_in_the_background(tmp_path, monkeypatc
     recs = [json.loads(x[x.index("{"):]) for x in out.split("\n") if "\x1eTEL " in x]
     assert recs and recs[0]["device_id"] == app.device_id and recs[0]["cells"] == 2
     assert app.tel.period_ms == 5000 and wdts[0].fed > 0
-
-
-def wait_for(pred, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_record_port_shares_with_exec_on_the_simulated_board(tmp_path):

@@ -99,9 +99,8 @@ class _Dev:
         self.regs[reg] = v
 
 
-class SimINA226(_Dev):
-    """Set current_a (positive IN+ to IN-) and bus_v; registers follow SBOS547."""
-    RESET = {0x00: 0x4127, 0x05: 0, 0x06: 0, 0x07: 0, 0xFE: 0x5449, 0xFF: 0x2260}
+class _Monitor(_Dev):
+    """A current/voltage monitor: set current_a (positive IN+ to IN-) and bus_v."""
 
     def __init__(self, addr=0x40, shunt_ohm=0.002):
         self.shunt_ohm = shunt_ohm
@@ -114,6 +113,11 @@ class SimINA226(_Dev):
 
     def set_bus_v(self, v):
         self.bus_v = v
+
+
+class SimINA226(_Monitor):
+    """Registers follow SBOS547."""
+    RESET = {0x00: 0x4127, 0x05: 0, 0x06: 0, 0x07: 0, 0xFE: 0x5449, 0xFF: 0x2260}
 
     def on_write(self, reg, v):
         if reg == 0x00 and v & 0x8000:
@@ -143,24 +147,15 @@ class SimINA226(_Dev):
         return self.regs.get(reg, 0)
 
 
-class SimINA228(_Dev):
-    """Set current_a, bus_v and die_c; registers follow SBOS860 (20-bit results)."""
+class SimINA228(_Monitor):
+    """Also set die_c; registers follow SBOS860 (20-bit results)."""
     RESET = {0x00: 0, 0x01: 0xFB68, 0x02: 0x1000, 0x03: 0, 0x0B: 0x0001,
              0x3E: 0x5449, 0x3F: 0x2281}
     WIDTH = {0x04: 3, 0x05: 3, 0x07: 3, 0x08: 3, 0x09: 5, 0x0A: 5}
 
     def __init__(self, addr=0x40, shunt_ohm=0.002):
-        self.shunt_ohm = shunt_ohm
-        self.current_a = 0.0
-        self.bus_v = 0.0
         self.die_c = 25.0
-        _Dev.__init__(self, addr)
-
-    def set_current_a(self, i):
-        self.current_a = i
-
-    def set_bus_v(self, v):
-        self.bus_v = v
+        _Monitor.__init__(self, addr, shunt_ohm)
 
     def on_write(self, reg, v):
         if reg == 0x00 and v & 0x8000:
