@@ -117,6 +117,24 @@ def test_arrhenius_fill_is_log_linear_in_inverse_temperature():
     assert got[3, 0] < 1.0       # a resistance falls on beyond the warmest data
 
 
+def test_between_ambients_a_resistance_is_a_constant_and_an_activated_part():
+    # 1.6x from 0 to 45 degC, less than the activation alone (7.9x): the constant part
+    # takes the rest, and 25 degC sits below the log-linear line (the LG M50's 10 s pulse
+    # resistance: 1.43x from 0 to 25, 1.12x from 25 to 45 degC)
+    rows = np.array([[1.6], [1.0]])
+    got = measured.arrhenius_fill([0.0, 45.0], rows, [0.0, 25.0, 45.0], rising=False)
+    x = 1.0 / (np.array([0.0, 25.0, 45.0]) + 273.15)
+    g = np.exp(measured.RES_ACTIVATION_K * (x - x[2]))
+    b = 0.6 / (g[0] - 1.0)
+    assert got[1, 0] == pytest.approx(1.0 - b + b * g[1])
+    loglin = math.exp((x[1] - x[2]) / (x[0] - x[2]) * math.log(1.6))
+    assert 1.0 < got[1, 0] < loglin
+    assert got[1, 0] == pytest.approx(1.12, rel=0.01)
+    # an exchange current keeps the log-linear line
+    up = measured.arrhenius_fill([0.0, 45.0], 1.0 / rows, [25.0], rising=True)
+    assert up[0, 0] == pytest.approx(1.0 / loglin)
+
+
 def test_beyond_the_warmest_data_the_slope_flattens_but_not_below_the_coldest():
     rows = np.array([[4.0], [1.0]])
     temps = [-20.0, 0.0, 25.0, 45.0]

@@ -260,3 +260,15 @@ def test_rls_takes_the_kinetic_drop_as_known_not_as_r0():
     with_k.update(5.0, 3.6, 0.0, 0.02, 10.0, e)
     with_k.update(-5.0, 3.9, 0.0, 0.02, 10.0, e)
     assert with_k.updates == n
+
+
+def test_rls_skips_a_step_the_voltage_has_not_reached_yet():
+    # a row logged at the instant the current changes still holds the loaded voltage (a
+    # cycler's event row; a monitor reading voltage and current in turn): it would read as
+    # no resistance at all and drive the factor to its floor
+    r = rls.R0Estimator(forget=0.85, p0=100.0)
+    r.update(10.0, 2.500, 0.0, 0.02, 1.0)
+    assert not r.update(0.0, 2.498, 0.0, 0.02, 0.05)   # the old voltage, 50 ms later
+    assert r.scale == 1.0 and r.updates == 0
+    assert r.update(10.0, 2.300, 0.0, 0.02, 1.0)       # a real step is learnt
+    assert abs(r.scale - 1.0) < 0.01, r.scale
