@@ -72,6 +72,23 @@ RESYNC_TAPER_C = soh.TAPER_C      # a charger that ends at C/20 stops just above
 RESYNC_EMPTY_V_ABOVE = 0.02   # "at the lower limit": within this of limits.v_min
 RESYNC_EMPTY_C = 0.2
 RESYNC_REARM_V = 0.05         # re-armed this far inside both ends
+# Flat-OCV voltage noise. The model's voltage error is not white: after a load its
+# relaxation and diffusion miss the cell by several mV for minutes. A filter that reads it
+# as white noise averages it away and follows it, and where the OCV is flat a few mV is
+# many % SOC (PyBaMM LFP: rests on its 3 mV/% step after a drive pulled the SOC 2 points
+# high). Where that error E, read through the OCV slope, is more than FLAT_SOC_PCT, the
+# voltage gets up to the white noise equivalent of an error held FLAT_TAU_S (E^2 tau / dt,
+# times 1 - (FLAT_SOC_PCT * slope / E)^2, so it sets in smoothly), and the filter
+# coulomb-counts there and still reads the voltage where the OCV is steep.
+# E = FLAT_MODEL_MV + FLAT_REL * the model overpotential (as the voltage noise floor).
+# The slope is the secant over +-FLAT_SIGMAS of the filter's SOC sigma (at least 2
+# points): a filter far from sure sees the steep parts its SOC may be in and converges.
+FLAT_MODEL_MV = 1.0
+FLAT_REL = 0.3
+FLAT_SOC_PCT = 1.0
+FLAT_TAU_S = 30.0
+FLAT_SIGMAS = 2.0
+FLAT_EVERY_S = 1.0        # the slope is looked up again this often (it changes slowly)
 
 
 class CellEstimator:
@@ -103,6 +120,8 @@ class CellEstimator:
         self.eta_mv = 0.0         # model overpotential |OCV - V| of the last step (mV)
         self.rv_mv2 = 0.0         # voltage noise variance of the last step (mV^2)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
+        self.flat_slope = 0.0     # OCV secant around the SOC (mV per % SOC), FLAT_*
+        self.flat_age_s = FLAT_EVERY_S
         v_max = self.limits.get("v_max")
         v_min = self.limits.get("v_min")
         self.v_full = (v_max - soh.FULL_V_BELOW) if v_max else None
@@ -143,6 +162,7 @@ class CellEstimator:
         self.eta_mv = 0.0
         self.run_s = 0.0
         self.bias_mv = 0.0
+        self.flat_age_s = FLAT_EVERY_S    # look the OCV slope up on the first step
         self.out[ukf.OUT_V] = model.ocv(self.p, soc, temp_c, self.tab)  # prediction at rest
         self.out[ukf.OUT_TS] = temp_c
         self.ready = True
@@ -179,6 +199,7 @@ class CellEstimator:
         extra = V_FLOOR_PER_C * c_rate + (V_FLOOR_COLD * cold if cold > 0.0 else 0.0) \
             + V_FLOOR_REL * self.eta_mv
         extra *= extra
+        extra += self._flat_ocv_var(dt_s)
         base = self.rv_base
         f0 = self.cfg0[ukf.CFG_V_FLOOR]
         cfg[ukf.CFG_V_FLOOR] = math.sqrt(f0 * f0 + extra)
@@ -248,6 +269,27 @@ class CellEstimator:
         if self.run_s >= SETTLE_S:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
+
+    def _flat_ocv_var(self, dt_s):
+        """Extra voltage noise variance (mV^2) where the OCV is too flat for the model's
+        error (see FLAT_*)."""
+        self.flat_age_s += dt_s
+        if self.flat_age_s >= FLAT_EVERY_S:
+            self.flat_age_s = 0.0
+            p0 = self.P[0]
+            w = FLAT_SIGMAS * 0.01 * math.sqrt(p0 if p0 > 0.0 else 0.0)
+            w = w if w > 0.02 else 0.02
+            soc = self.x[ukf.SOC] * 0.01
+            lo = soc - w if soc > w else 0.0
+            hi = soc + w if soc + w < 1.0 else 1.0
+            tc = self.x[ukf.TC]
+            self.flat_slope = 10.0 * (model.ocv(self.p, hi, tc, self.tab)
+                                      - model.ocv(self.p, lo, tc, self.tab)) / (hi - lo)
+        e = FLAT_MODEL_MV + FLAT_REL * self.eta_mv
+        g = FLAT_SOC_PCT * self.flat_slope / e
+        if g >= 1.0:
+            return 0.0
+        return e * e * FLAT_TAU_S / dt_s * (1.0 - g * g)
 
     def _resync(self, i_a, v):
         """The full / empty re-sync (see RESYNC_*); i_a: the current less the learnt offset."""
