@@ -293,8 +293,11 @@ def _held_out_residuals(cell):
 def test_committed_calibration_holds_out_every_other_dynamic_profile(cell):
     cal, res = _held_out_residuals(cell)
     split = cal["provenance"]["split"]
+    # the LFP cell has voltage hysteresis: its minor loops are fitted too
     assert set(split["fit_profiles"]) == {"pocv_dis", "pocv_chg", "hppc", "pulses", "dst",
-                                          "chgsteps", "rate"}
+                                          "chgsteps", "rate"} | (
+        {"minorloops"} if cell == "lfp" else set())
+    assert ("hysteresis" in cal) == (cell == "lfp")
     assert set(split["validation_profiles"]) == {"random", "cp", "fastcharge"}
     assert {n.rsplit("_", 1)[0] for n in res} == {"random", "cp", "fastcharge"}
     assert "i0_a" in cal["tables"] and "r0c_ohm" in cal["tables"]
@@ -371,3 +374,49 @@ def test_committed_calibration_meets_the_floors(cell):
 def test_committed_calibration_fast_charge_meets_the_floors_numbers(cell):
     _, stress = _floor_misses(cell)
     assert not stress, "fast charge above the floors' numbers: " + ", ".join(stress)
+
+
+def test_fit_finds_the_hysteresis_of_a_cell_that_has_one(tmp_path, capsys):
+    # the sample model with a 10 mV half gap switching at gamma 40: the C/20 pair gives M,
+    # the minor loops' rests gamma (fitting/hysteresis.py); a cell without it gets none
+    cal = calsample.calibration()
+    nt, ns = len(cal["tables"]["temp_c"]), len(cal["tables"]["soc"])
+    cal["hysteresis"] = {"m_v": [[0.010] * ns for _ in range(nt)], "gamma": 40.0}
+    tb = ecm.Tables.from_cal(cal)
+    c = cal["cell"]["capacity_ah"]
+    data = tmp_path / "data"
+    data.mkdir()
+    t, i = _segments([(20 * 3600, c / 20.0)], dt=60.0)
+    _save(data / "pocv_dis_25C.csv", t, i, 25.0, ecm.simulate(tb, t, i, 25.0, 1.0, 25.0))
+    t, i = _segments([(20 * 3600, -c / 20.0)], dt=60.0)
+    _save(data / "pocv_chg_25C.csv", t, i, 25.0, ecm.simulate(tb, t, i, 25.0, 0.0, 25.0))
+    segs = []
+    for _ in range(5):
+        segs += [(10, c), (40, 0.0), (10, -0.75 * c), (40, 0.0), (700, c), (900, 0.0)]
+    t, i = _segments(segs)
+    _save(data / "hppc_25C.csv", t, i, 25.0, ecm.simulate(tb, t, i, 25.0, 1.0, 25.0))
+    segs = [(2160, c / 2.0), (1200, 0.0)]
+    for sign in (-1, 1):
+        segs += [(36, sign * c / 2.0), (1200, 0.0)] * 4
+    t, i = _segments(segs)
+    _save(data / "minorloops_25C.csv", t, i, 25.0, ecm.simulate(tb, t, i, 25.0, 1.0, 25.0))
+    out = tmp_path / "cal.json"
+    assert cli.main(["fit", str(data), "--out", str(out), "--cell-id", "sample"]) == 0
+    got, _ = read_calibration(out)
+    m = np.array(got["hysteresis"]["m_v"])
+    assert abs(np.median(m) - 0.010) < 0.001, m
+    assert 30.0 < got["hysteresis"]["gamma"] < 53.0, got["hysteresis"]
+    assert "hysteresis M" in capsys.readouterr().out
+    # the same data without the hysteresis: no state
+    (data / "minorloops_25C.csv").unlink()
+    cal.pop("hysteresis")
+    tb = ecm.Tables.from_cal(cal)
+    for name in ("pocv_dis", "pocv_chg"):
+        path = data / ("%s_25C.csv" % name)
+        tr = np.genfromtxt(path, delimiter=",", names=True)
+        t, i = tr["time_s"], tr["current_a"]
+        _save(path, t, i, 25.0, ecm.simulate(tb, t, i, 25.0, 1.0 if name == "pocv_dis" else 0.0,
+                                             25.0))
+    assert cli.main(["fit", str(data), "--out", str(out), "--cell-id", "sample"]) == 0
+    assert "hysteresis" not in read_calibration(out)[0]
+    assert "no hysteresis state" in capsys.readouterr().out

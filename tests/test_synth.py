@@ -104,7 +104,7 @@ def test_sampling_is_one_second_for_dynamic(cell):
         if f["profile"].startswith("pocv"):
             assert f["sample_s"] >= 30
             continue
-        # 1 s for dynamic profiles; the rate test's slow CC legs and rests take 5 s; the
+        # 1 s for dynamic profiles; the rate test's slow CC legs and rests take 5 s and
         # days-long use traces 1 s on the trips, 10 s charging, 30 s in long rests (a step
         # that ends on a limit or a CV hold, and each step's last sample, fall off-grid)
         t = load(DATA / cell / f["file"])["time_s"]
@@ -114,7 +114,8 @@ def test_sampling_is_one_second_for_dynamic(cell):
             off_grid = sum(1 for s in steps if min(abs(s - x) for x in f["sample_s"]) > 0.05)
             assert off_grid <= 0.02 * len(steps), "%s: %d off-grid" % (f["file"], off_grid)
             continue
-        dt = 5.0 if f["profile"] == "rate" else 1.0
+        # the minor loops (rests of 20 min between 36 s steps) 12 s
+        dt = {"rate": 5.0, "minorloops": 12.0}.get(f["profile"], 1.0)
         assert f["sample_s"] == dt, f["file"]
         off_grid = sum(1 for s in steps if abs(s - dt) > 1e-6)
         allowed = 4 * (1 + len(f["notes"]))
@@ -190,6 +191,29 @@ def test_pulse_test_has_every_current_level_at_every_ambient(cell):
             run = run + 1 if i[k] == i[k - 1] else 1
             longest[i[k]] = max(longest.get(i[k], 0), run)
         assert max(v for x, v in longest.items() if x not in (0.0, round(q_nom, 4))) <= 30
+
+
+def _v_at_soc(d, soc):
+    """The first voltage sample at or past `soc`, in the direction the run moves."""
+    s0 = d["soc_true"][0]
+    k = next(k for k, x in enumerate(d["soc_true"]) if (x - soc) * (s0 - soc) <= 0)
+    return d["voltage_v"][k]
+
+
+def test_lfp_pocv_pair_shows_the_hysteresis_gap():
+    # the LFP cell has a one-state OCP hysteresis (synth_cells.HYSTERESIS): its C/20 charge
+    # runs above its discharge by the overpotential both ways (~10 mV at 25 degC) plus the
+    # branch gap, 2 * half_gap_v
+    if "lfp" not in CELL_DIRS:
+        pytest.skip("no data/lfp")
+    man = manifest("lfp")
+    hyst = man["ocp_hysteresis"]
+    for f in man["files"]:
+        assert f["init_hysteresis_state"] == (1.0 if f["init_soc_stoich"] >= 1.0 else -1.0)
+    dis, chg = load(DATA / "lfp" / "pocv_dis_25C.csv"), load(DATA / "lfp" / "pocv_chg_25C.csv")
+    for soc in (0.2, 0.5, 0.8):
+        gap = _v_at_soc(chg, soc) - _v_at_soc(dis, soc)
+        assert 2 * hyst["half_gap_v"] < gap < 2 * hyst["half_gap_v"] + 0.03, (soc, gap)
 
 
 def test_aged_use_levels_fade_and_grow_in_order():

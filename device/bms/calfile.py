@@ -40,6 +40,10 @@ THERMAL_FRACTIONS = ("heat_v1_fraction", "heat_v2_fraction")
 DIFFUSION = {"shift_per_a": (0.0, 0.5), "tau_s": (1.0, 1e5), "activation_k": (0.0, 2e4),
              "shift_per_a_chg": (0.0, 0.5)}
 DIFFUSION_OPTIONAL = ("shift_per_a_chg",)
+# Optional voltage hysteresis (hysteresis.py): m_v, the half gap M (V) on the tables'
+# grid, one row per temperature; gamma, how fast a branch switch goes (per unit of SOC).
+HYST_M_MAX_V = 0.2
+HYST_GAMMA = (0.1, 1000.0)
 
 
 class CalibrationError(ValueError):
@@ -197,12 +201,34 @@ def validate(cal, series_cells=None):
                 raise CalibrationError("calibration: field 'diffusion.%s' must be a number "
                                        "from %g to %g" % (k, lo, hi))
 
+    if "hysteresis" in cal:
+        _hysteresis(cal["hysteresis"], len(temp), len(soc))
+
     if series_cells is not None and "pack" in cal:
         n = _need(cal["pack"], "series_cells", "pack.")
         if n != series_cells:
             raise CalibrationError("calibration: field 'pack.series_cells' is %r but this board "
                                    "has %d cells in series" % (n, series_cells))
     return cal
+
+
+def _hysteresis(hy, nt, ns):
+    if not isinstance(hy, dict):
+        raise CalibrationError("calibration: field 'hysteresis' must be an object")
+    g = _need(hy, "gamma", "hysteresis.")
+    lo, hi = HYST_GAMMA
+    if not _num(g) or g < lo or g > hi:
+        raise CalibrationError("calibration: field 'hysteresis.gamma' must be a number from "
+                               "%g to %g" % (lo, hi))
+    rows = _need(hy, "m_v", "hysteresis.")
+    if not isinstance(rows, list) or len(rows) != nt:
+        raise CalibrationError("calibration: field 'hysteresis.m_v' must have one row per "
+                               "temperature (%d)" % nt)
+    for row in rows:
+        for m in _numbers(row, "hysteresis.m_v", ns):
+            if m < 0 or m > HYST_M_MAX_V:
+                raise CalibrationError("calibration: field 'hysteresis.m_v' must hold values "
+                                       "from 0 to %g V" % HYST_M_MAX_V)
 
 
 def loads(text, series_cells=None):

@@ -2,7 +2,7 @@
 # Everything the 100 ms estimator tick needs per cell, with buffers made once.
 import math
 
-from bms import backends, model, rls, soh, sop, ukf
+from bms import backends, hysteresis, model, rls, soh, sop, ukf
 
 # Initial uncertainty (filter units: %, mV, mV, degC, degC, mA).
 SIGMA_SOC_REST = 5.0      # SOC from OCV at rest
@@ -90,6 +90,12 @@ FLAT_TAU_S = 30.0
 FLAT_SIGMAS = 2.0
 FLAT_EVERY_S = 1.0        # the slope is looked up again this often (it changes slowly)
 
+# An unknown hysteresis branch (after a boot: hysteresis.py's sigma) is one offset that
+# stays until charge flows, not white noise: a filter that averages it away reads the
+# gap as charge for good (on LFP, 10 mV is 10 points). Its variance counts as an error
+# held this long (as FLAT_TAU_S).
+HYST_PERSIST_S = 600.0
+
 
 class CellEstimator:
     def __init__(self, cal, backend=None, cfg=None, params=None):
@@ -103,6 +109,9 @@ class CellEstimator:
         self.nominal_ah = cal["cell"]["capacity_ah"]
         self.p = params if params is not None else b.alloc(model.pack(cal))
         self.shift = 0.0          # this cell's diffusion shift (SOC fraction, model.py)
+        # voltage hysteresis (hysteresis.py), when the calibration has it (LFP)
+        self.hyst = hysteresis.Hysteresis(cal) if cal.get("hysteresis") else None
+        self.hyst_v = 0.0         # M*h taken off the last measurement (V)
         self.u = b.alloc([0.0] * ukf.U_SIZE)   # the step's inputs (ukf.U_*)
         self.cfg = b.alloc(cfg if cfg is not None else ukf.default_cfg())
         self.cfg0 = [float(v) for v in self.cfg]
@@ -151,6 +160,8 @@ class CellEstimator:
         x[ukf.TS] = temp_c
         x[ukf.BIAS] = 0.0
         self.shift = 0.0
+        if self.hyst is not None:
+            self.hyst.reset()     # which branch the cell rests on is not known at boot
         sig = list(SIGMA0)
         sig[0] = (soc_sigma * 100.0) if soc_sigma is not None else SIGMA_SOC_GIVEN
         if rested:
@@ -200,6 +211,10 @@ class CellEstimator:
             + V_FLOOR_REL * self.eta_mv
         extra *= extra
         extra += self._flat_ocv_var(dt_s)
+        v_term = v_meas
+        if self.hyst is not None:
+            v_meas, var = self._hysteresis(i_a, v_meas, dt_s)
+            extra += var
         base = self.rv_base
         f0 = self.cfg0[ukf.CFG_V_FLOOR]
         cfg[ukf.CFG_V_FLOOR] = math.sqrt(f0 * f0 + extra)
@@ -238,7 +253,7 @@ class CellEstimator:
         elif s < SOC_LO_PCT:
             self.x[ukf.SOC] = SOC_LO_PCT
         if v_meas == v_meas:
-            self._resync(i_a - self.x[ukf.BIAS] * 0.001, v_meas)
+            self._resync(i_a - self.x[ukf.BIAS] * 0.001, v_term)
         base = cfg[ukf.CFG_RV] - extra
         self.rv_base = base if base > f0 * f0 else f0 * f0
         self.ah += i_a * dt_s / 3600.0
@@ -270,6 +285,16 @@ class CellEstimator:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
+    def _hysteresis(self, i_a, v, dt_s):
+        """Advance the hysteresis with the (offset-corrected) current; returns the voltage
+        without M*h and the variance (mV^2) of what is not known about h (HYST_PERSIST_S)."""
+        hy = self.hyst
+        hy.advance(i_a - self.x[ukf.BIAS] * 0.001, dt_s, self.capacity_ah() * 3600.0)
+        hv, hs = hy.volts(self.x[ukf.SOC] * 0.01, self.x[ukf.TC])
+        self.hyst_v = hv
+        hs *= 1000.0
+        return v - hv, hs * hs * HYST_PERSIST_S / dt_s
+
     def _flat_ocv_var(self, dt_s):
         """Extra voltage noise variance (mV^2) where the OCV is too flat for the model's
         error (see FLAT_*)."""
@@ -292,7 +317,8 @@ class CellEstimator:
         return e * e * FLAT_TAU_S / dt_s * (1.0 - g * g)
 
     def _resync(self, i_a, v):
-        """The full / empty re-sync (see RESYNC_*); i_a: the current less the learnt offset."""
+        """The full / empty re-sync (see RESYNC_*); i_a: the current less the learnt offset,
+        v: the terminal voltage."""
         c = self.nominal_ah
         full = (self.v_full is not None and v >= self.v_full
                 and -RESYNC_TAPER_C * c < i_a < -soh.REST_C * c)
@@ -317,7 +343,7 @@ class CellEstimator:
             tab = self.tab
             model.lookup(self.p, x[ukf.SOC] * 0.01, tc, tab, model.R0 + 1)
             drop_mv = 1000.0 * self.tab[model.R0] * i_a + x[ukf.V1] + x[ukf.V2]
-            z = model.soc_from_ocv(self.p, v + drop_mv * 0.001, tc, tab)
+            z = model.soc_from_ocv(self.p, v - self.hyst_v + drop_mv * 0.001, tc, tab)
             lo = z - 0.02 if z > 0.02 else 0.0
             slope = 250.0 * (model.ocv(self.p, lo + 0.04, tc, tab)
                              - model.ocv(self.p, lo, tc, tab))   # mV per % SOC
@@ -393,7 +419,7 @@ class CellEstimator:
         return self.x[ukf.TC]
 
     def voltage_pred_v(self):
-        return self.out[ukf.OUT_V]
+        return self.out[ukf.OUT_V] + self.hyst_v
 
     def bias_a(self):
         return self.x[ukf.BIAS] / 1000.0

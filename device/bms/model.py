@@ -125,6 +125,19 @@ def pack(cal, capacity_ah=None):
     return p
 
 
+def pack_one(soc, temp, rows):
+    """A params-shaped list holding one table (rows: one per temperature) on the grid
+    (soc, temp), for lookup(p, soc, temp_c, out, 1): a per-cell extra such as the
+    hysteresis table uses the same interpolation without being part of the filter's
+    parameters."""
+    p = [float(len(soc)), float(len(temp))] + [0.0] * (HEADER - 2)
+    p.extend(float(v) for v in soc)
+    p.extend(float(v) for v in temp)
+    for row in rows:
+        p.extend(float(v) for v in row)
+    return p
+
+
 def _bracket(p, start, n, x):
     # Index j and weight w so that x ~ grid[j]*(1-w) + grid[j+1]*w, clamped at the ends.
     if n == 1:

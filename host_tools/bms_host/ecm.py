@@ -21,7 +21,7 @@ from . import use_device_code
 
 use_device_code()
 # the device model: its table order, constants, defaults (model.pack) and kinetic term
-from bms import model  # noqa: E402
+from bms import hysteresis, model  # noqa: E402
 
 # the diffusion block a fit writes when the shift is off (gain 0: model.pack's defaults)
 NO_DIFFUSION = {"shift_per_a": 0.0, "tau_s": 100.0, "activation_k": 0.0}
@@ -57,6 +57,37 @@ def shift_path(time_s, current_a, temp_c, diffusion):
     return d
 
 
+def first_branch(current_a):
+    """The hysteresis a trace starts on when nothing says otherwise: the one its first
+    current leaves (a discharge from full follows a charge, a charge from empty a
+    discharge); 0 for a trace that never moves."""
+    i = np.asarray(current_a, dtype=float)
+    moving = np.nonzero(np.abs(i) > 0.0)[0]
+    if len(moving) == 0:
+        return 0.0
+    return 1.0 if i[moving[0]] > 0.0 else -1.0
+
+
+def hysteresis_path(time_s, current_a, capacity_ah, gamma, h0=None):
+    """The hysteresis state h per row (hysteresis.py's update, row k from the current of
+    row k), starting from h0 (first_branch when None)."""
+    i = np.asarray(current_a, dtype=float)
+    h = first_branch(i) if h0 is None else float(h0)
+    out = np.empty(len(i))
+    out[0] = h
+    cap_as = capacity_ah * 3600.0
+    rest_a = hysteresis.REST_C * capacity_ah
+    dl = dts(time_s).tolist()
+    il = i.tolist()
+    decay, toward = hysteresis.decay, hysteresis.toward
+    for k in range(1, len(il)):
+        a = decay(il[k], dl[k], cap_as, gamma, rest_a)
+        if a < 1.0:
+            h = toward(h, a, il[k])
+        out[k] = h
+    return out
+
+
 def kinetic_np(i_a, i0_a, tc):
     """model.kinetic_v over arrays (equal to it within rounding)."""
     x = np.asarray(i_a, dtype=float) / (2.0 * np.asarray(i0_a, dtype=float))
@@ -77,7 +108,8 @@ class Tables:
     (r0c, r2c, rh, i0, k1, k2) is filled as the device fills it: read back from
     model.pack's array."""
 
-    def __init__(self, soc, temp_c, tables, thermal, capacity_ah, diffusion=None):
+    def __init__(self, soc, temp_c, tables, thermal, capacity_ah, diffusion=None,
+                 hyst=None):
         self.soc = np.asarray(soc, dtype=float)
         self.temp = np.asarray(temp_c, dtype=float)
         ns, nt = len(self.soc), len(self.temp)
@@ -95,13 +127,24 @@ class Tables:
         self.capacity_ah = float(capacity_ah)
         # solid-diffusion shift (model.py): gain 0 = none
         self.diffusion = dict(NO_DIFFUSION, **(diffusion or {}))
+        # voltage hysteresis (hysteresis.py): {"m_v": (nt, ns), "gamma": g} or None
+        self.hyst = None if not hyst else {"m_v": np.asarray(hyst["m_v"], dtype=float)
+                                           .reshape(nt, ns), "gamma": float(hyst["gamma"])}
 
     @classmethod
     def from_cal(cls, cal, capacity_ah=None):
         t = cal["tables"]
         return cls(t["soc"], t["temp_c"], t, cal["thermal"],
                    capacity_ah if capacity_ah is not None else cal["cell"]["capacity_ah"],
-                   cal.get("diffusion"))
+                   cal.get("diffusion"), cal.get("hysteresis"))
+
+    def hyst_v(self, time_s, current_a, soc, temp_c, h0=None):
+        """M*h per row (V): what the hysteresis adds to the terminal voltage."""
+        if self.hyst is None:
+            return np.zeros(len(current_a))
+        h = hysteresis_path(time_s, current_a, self.capacity_ah, self.hyst["gamma"], h0)
+        top = self.soc[-1]
+        return h * interp2(self.soc, self.temp, self.hyst["m_v"], np.minimum(soc, top), temp_c)
 
     def ocv(self, soc, temp_c):
         """OCV, rising past the top of the SOC grid as on the device (model.lookup)."""
@@ -183,9 +226,10 @@ def dts(time_s):
 
 
 def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=None,
-             temp_core_c=None, r0_scale=1.0):
+             temp_core_c=None, r0_scale=1.0, hyst0=None):
     """Open-loop simulation; returns dict voltage_v, temp_core_c, temp_surface_c, soc,
-    v1, v2, heat_w (arrays, one per row).
+    v1, v2, heat_w (arrays, one per row). hyst0: the hysteresis state at row 0
+    (first_branch when None).
 
     If temp_core_c (an array) is given, the tables are looked up at that measured core
     temperature instead of the model's own (the thermal model still runs)."""
@@ -326,7 +370,11 @@ def simulate(tables, time_s, current_a, ambient_c, soc0, temp0_c, temp_surf0_c=N
         out_ts[k] = ts
         out_v1[k] = v1
         out_v2[k] = v2
-    return {"voltage_v": np.array(out_v), "temp_core_c": np.array(out_tc),
+    out_v = np.array(out_v)
+    if tb.hyst is not None:
+        tl = np.array(out_tc) if forced is None else np.asarray(forced)
+        out_v += tb.hyst_v(time_s, i_a, soc, tl, hyst0)
+    return {"voltage_v": out_v, "temp_core_c": np.array(out_tc),
             "temp_surface_c": np.array(out_ts), "soc": soc, "v1": np.array(out_v1),
             "v2": np.array(out_v2), "heat_w": np.array(out_q)}
 

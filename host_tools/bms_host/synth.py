@@ -15,7 +15,7 @@ from pathlib import Path
 from . import UserError
 from . import synth_profiles as sp
 from .synth_aged import run_aged
-from .synth_cells import CELLS, _parse_ambients, cell_spec
+from .synth_cells import CELLS, _parse_ambients, cell_spec, initial_hysteresis_state
 from .synth_dfn import c20_remaining_ah, run_current_profile, run_power_profile
 from .synth_files import (
     CODE_VERSION,
@@ -102,7 +102,7 @@ def plan(args):
     if quick:
         profiles = [sp.quick_pulses(c_ah)]
     else:
-        profiles = sp.standard_profiles(c_ah, v_nom)
+        profiles = sp.standard_profiles(c_ah, v_nom, bool(spec.get("hysteresis")))
     if args.profiles:
         # the drive cycles are made only when named (a bench set, kept apart from the
         # fit's folder: `--profiles urban,aggressive,highway --out data/CELL_drive`)
@@ -220,6 +220,8 @@ def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
                       "core_minus_surface_max_k": round(meta["core_minus_surface_max_k"], 3),
                       "wall_s": meta["wall_s"], "input_key": meta["key"],
                       "sha256": sha256_file(path)})
+        if spec.get("hysteresis"):
+            files[-1]["init_hysteresis_state"] = initial_hysteresis_state(p["init_soc"])
     # A subset (--profiles, --ambients) adds to the folder: the manifest keeps the entries of
     # the files it did not make (still present, same contents), so it describes them all.
     made = {f["file"] for f in files}

@@ -32,8 +32,23 @@ CELLS = {
     "lfp": {"parameter_set": "Prada2013", "nominal_ah": 2.3, "v_min": 2.0, "v_max": 3.6,
             "v_nom": 3.3, "fill_from": "Chen2020",
             "extra": {"Cell volume [m3]": 3.45e-5, "Cell cooling surface area [m2]": 0.00637},
+            "hysteresis": "lfp",
             "description": "A123 26650, 2.3 Ah LFP / graphite"},
 }
+# LFP voltage hysteresis: PyBaMM's one-state model (Axen 2022) on the positive electrode.
+# A rested A123 cell sits ~10 mV below the mean curve after a discharge and ~10 mV above
+# after a charge (a ~20 mV pOCV gap on the plateau), so the two branches are Prada2013's OCP
+# -/+ half_gap_v (lithiation = discharge branch below, delithiation = charge branch above).
+# The half-gap tapers to 0 at the ends of the cell's stoichiometry window
+# (tanh((d / taper_sto)^2), d the distance from a window end; 97 % of it 1.5 * taper_sto =
+# 4 % of SOC in), so a rested full or empty cell still sits on its cut-off, as
+# set_initial_state (equilibrium OCP) assumes. PyBaMM's state h (-1 discharge branch, +1
+# charge branch) follows dh/dsto = decay * (1 -/+ h) / 2 per unit of positive stoichiometry
+# moved; the window is 0.70 of it, so decay 120 would switch branch halfway after 1.7 % of
+# SOC and 95 % after 7 % in a uniform electrode; the DFN (C/5 charge after a discharge to
+# 50 %) takes 1.8 % and 8.5 %: measured cells switch over a few % of SOC.
+HYSTERESIS = {"lfp": {"electrode": "positive", "half_gap_v": 0.010, "taper_sto": 0.02,
+                      "decay": 120.0}}
 DEFAULT_AMBIENTS = (-10.0, 0.0, 25.0, 45.0)
 FULL_MARGIN_V = 0.001
 QUICK_VAR_PTS = {"x_n": 5, "x_s": 3, "x_p": 5, "r_n": 6, "r_p": 6}
@@ -49,7 +64,36 @@ def cell_spec(cell, aged=None, quick=False):
             "var_pts": QUICK_VAR_PTS if quick else None, "aged": aged}
     if aged:
         spec["options"].update(aged["options"])
+    if c.get("hysteresis"):
+        spec["options"]["open-circuit potential"] = ("single", "one-state hysteresis")
+        spec["hysteresis"] = dict(HYSTERESIS[c["hysteresis"]])
     return spec
+
+
+def initial_hysteresis_state(init_soc):
+    """The branch an experiment starts on: a full cell was just charged (+1, charge branch);
+    any other start, empty or mid-SOC, comes after a discharge (-1)."""
+    return 1.0 if init_soc >= 1.0 else -1.0
+
+
+def add_hysteresis(p, hyst, init_soc):
+    """Give the positive electrode lithiation/delithiation OCPs around its OCP (see
+    HYSTERESIS), the decay rates and the initial state, in ParameterValues p."""
+    import pybamm
+    _, _, y_full, y_empty = pybamm.lithium_ion.get_min_max_stoichiometries(p)
+    u_mid, half, w = p["Positive electrode OCP [V]"], hyst["half_gap_v"], hyst["taper_sto"]
+
+    def gap(sto):
+        return half * pybamm.tanh(((sto - y_full) / w) ** 2) * \
+            pybamm.tanh(((y_empty - sto) / w) ** 2)
+
+    p.update({
+        "Positive electrode lithiation OCP [V]": lambda sto: u_mid(sto) - gap(sto),
+        "Positive electrode delithiation OCP [V]": lambda sto: u_mid(sto) + gap(sto),
+        "Positive particle lithiation hysteresis decay rate": hyst["decay"],
+        "Positive particle delithiation hysteresis decay rate": hyst["decay"],
+        "Initial hysteresis state in positive electrode": initial_hysteresis_state(init_soc),
+    }, check_already_exists=False)
 
 
 def make_parameters(spec, ambient_c, init_soc):
@@ -66,6 +110,8 @@ def make_parameters(spec, ambient_c, init_soc):
         apply_ageing_modes(p, spec["modes"])
     tk = 273.15 + float(ambient_c)
     p.update({"Ambient temperature [K]": tk, "Initial temperature [K]": tk})
+    if spec.get("hysteresis"):
+        add_hysteresis(p, spec["hysteresis"], init_soc)
     p.set_initial_state(float(init_soc))
     if init_soc >= 1.0:
         # a rested full cell sits exactly on the upper cut-off, which PyBaMM refuses as an

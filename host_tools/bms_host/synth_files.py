@@ -167,6 +167,14 @@ def write_manifest(out, spec, ambients, files, q_c20, extra=None):
         "files": files,
         "dataset_sha256": h.hexdigest(),
     }
+    if spec.get("hysteresis"):
+        man["ocp_hysteresis"] = dict(
+            spec["hysteresis"], model="PyBaMM one-state hysteresis (Axen 2022)",
+            branches="lithiation / delithiation OCP = the parameter set's OCP -/+ half_gap_v, "
+                     "tapered to 0 at the stoichiometry window's ends over taper_sto",
+            decay_units="per unit of electrode stoichiometry (PyBaMM >= 25.10 definition)",
+            initial_state="+1 (charge branch) for experiments starting full, -1 (discharge "
+                          "branch) for the others: see each file's init_hysteresis_state")
     if extra:
         man.update(extra)
     (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")

@@ -176,6 +176,33 @@ def rate_test(c_ah, c_rate=1.0, rest_s=3600, dt=5.0):
                      % (c_rate, rest_s, c_rate, rest_s, dt))}
 
 
+def minor_loops(c_ah, levels=(0.3, 0.6), step=0.005, steps=4, c_rate=0.5, rest_s=1200,
+                dt=12.0):
+    """Hysteresis minor loops (fit role, for cells with voltage hysteresis): from full, a
+    C/2 discharge to each level's depth of discharge, then steps of 0.5 % SOC at C/2,
+    first `steps` charging then as many discharging, each followed by a 20 min rest. The
+    rested voltages walk from the discharge branch towards the charge branch and back:
+    how much charge a branch switch takes (the hysteresis rate) is read off them."""
+    i = round(c_rate * c_ah, 4)
+    pulse = int(round(step * 3600.0 / c_rate / dt) * dt)
+    blocks = []
+    done = 0.0
+    for depth in levels:
+        blocks.append({"segs": [(int((depth - done) * 3600.0 / c_rate / dt) * int(dt), i),
+                                (rest_s, 0.0)], "on_max": "stop", "on_min": "stop"})
+        done = depth
+        for sign in (-1, 1):
+            for _ in range(steps):
+                blocks.append({"segs": [(pulse, sign * i), (rest_s, 0.0)], "on_max": "stop",
+                               "on_min": "stop"})
+    return {"name": "minorloops", "role": "fit", "init_soc": 1.0, "dt": dt, "mode": "current",
+            "blocks": blocks,
+            "desc": ("hysteresis minor loops from full: at %s discharged (C/%g), %d charge "
+                     "then %d discharge steps of %g %% SOC, each followed by %d s rest, "
+                     "%g s samples" % ("/".join("%g %%" % (100 * d) for d in levels),
+                                       1 / c_rate, steps, steps, 100 * step, rest_s, dt))}
+
+
 def quick_pulses(c_ah):
     segs = [(10, 0.0), (20, c_ah), (20, 0.0), (10, -0.5 * c_ah), (20, 0.0), (30, 2 * c_ah),
             (10, 0.0)]
@@ -184,10 +211,11 @@ def quick_pulses(c_ah):
             "desc": "120 s pulse profile (quick self-test)"}
 
 
-def standard_profiles(c_ah, v_nom):
+def standard_profiles(c_ah, v_nom, hysteresis=False):
+    """The fit's folder; a cell with voltage hysteresis gets the minor loops as well."""
     return [pocv_dis(c_ah), pocv_chg(c_ah), hppc(c_ah), pulses(c_ah), dst(c_ah),
             random_pulses(c_ah), const_power(c_ah, v_nom), fast_charge(c_ah),
-            charge_steps(c_ah), rate_test(c_ah)]
+            charge_steps(c_ah), rate_test(c_ah)] + ([minor_loops(c_ah)] if hysteresis else [])
 
 
 # ------------------------------------------------------------------ drive cycles

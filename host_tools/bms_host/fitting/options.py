@@ -6,7 +6,7 @@ import math
 from .. import UserError
 
 
-FIT_VERSION = "fit-4"
+FIT_VERSION = "fit-5"
 
 
 # SOC grid: denser at the ends, where OCV bends.
@@ -16,8 +16,10 @@ SOC_GRID = (0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4,
 
 # The multi-level pulse test ("pulses") gives the least squares the current levels the
 # kinetic term needs and pulses of 30 s; the first estimates (time constants) still come
-# from the HPPC alone.
-FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "pulses", "dst", "chgsteps", "rate")
+# from the HPPC alone. "minorloops" (a cell with voltage hysteresis) shows how fast a
+# branch switch goes (fitting/hysteresis.py).
+FIT_PROFILES = ("pocv_dis", "pocv_chg", "hppc", "pulses", "dst", "chgsteps", "rate",
+                "minorloops")
 
 
 # The two RC pairs' time constants (s), from the HPPC pulses (opts tau1_range_s,

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import ecm
 from .dataset import load_dataset
+from .hysteresis import fit_hysteresis, without_hysteresis
 from .ocv import fit_capacity, fit_ocv
 from .options import default_options
 from .pulses import initial_tables
@@ -74,6 +75,15 @@ def fit_dataset(folder, ambients=None, opts=None, log=print):
             tb = ecm.Tables(grid, temps, tabs, thermal, cap, opts["diffusion"])
     log("fit: thermal %s (%.1f s)" % (", ".join("%s=%.3g" % kv for kv in thermal.items()),
                                        time.perf_counter() - t0))
+    hyst = fit_hysteresis(cases, tb, cap, log=log) if opts.get("hysteresis", True) else None
+    if hyst is not None:
+        # the other tables again, with the hysteresis known (the fit traces' rests after a
+        # discharge sit M below the mid OCV, which the RC pairs and the shift had taken up)
+        new, ginfo = global_refine(without_hysteresis(cases, tb, cap, hyst), cap, grid, temps,
+                                   prior, ocv_c20, opts, phi0=ginfo.get("phi"))
+        tabs = dict(tabs, **new)   # the heat table (rh_ohm) stays
+        tb = ecm.Tables(grid, temps, tabs, thermal, cap, opts["diffusion"], hyst)
+        log("fit: refined with the hysteresis (%.1f s)" % (time.perf_counter() - t0))
     info = {"cases": cases, "manifest": manifest, "capacity_ah": cap, "opts": opts,
             "blocks": blocks, "ocv_c20": ocv_c20, "t_start": t0}
     return tabs, tb, info

@@ -50,6 +50,8 @@ def build_calibration(tb, info, cell_id, chemistry, results):
         "tables": tabs,
         "thermal": {k: round(v, 6) for k, v in tb.thermal.items()},
         "diffusion": {k: round(float(v), 6) for k, v in tb.diffusion.items()},
+        **({"hysteresis": {"m_v": _round_table(tb.hyst["m_v"], 6),
+                           "gamma": float(tb.hyst["gamma"])}} if tb.hyst is not None else {}),
         "provenance": {
             "tool_version": "bms-host %s (%s)" % (__version__, FIT_VERSION),
             "dataset_sha256": dataset_sha256(info["cases"], info["manifest"]),
@@ -62,7 +64,9 @@ def build_calibration(tb, info, cell_id, chemistry, results):
                      "core-surface-ambient thermal, backward Euler, heat "
                      "i*(Rh i + k1 v1 + eta) + k2*i*v2 (Rh = tables.rh_ohm, else R0; "
                      "k1, k2 = thermal.heat_v1_fraction, heat_v2_fraction); "
-                     "d = diffusion shift, a first-order lag of the current (diffusion.*)",
+                     "d = diffusion shift, a first-order lag of the current (diffusion.*); "
+                     "with hysteresis.*: + M(soc, T)*h, h the one-state hysteresis "
+                     "(device/bms/hysteresis.py)",
             # the headline numbers per case (the report has the rest): the file must fit
             # a board's MQTT receive buffer when it is pushed signed
             "rmse": {name: {k: (round(m[k], 3) if isinstance(m[k], float) else m[k])

@@ -1,0 +1,204 @@
+"""Voltage hysteresis (device/bms/hysteresis.py) from the C/20 pair and the fit traces.
+
+M, the half gap: the C/20 charge and discharge differ by the C/20 overpotential both
+ways plus 2M. Simulating both with the fitted model (which has no hysteresis yet), the
+OCV cancels in the difference of the two residuals, leaving M = (r_chg - r_dis) / 2 at
+each SOC. gamma, how fast a branch switch goes: the candidate that best explains the fit
+traces (pulses in both directions, HPPC, DST), M held.
+"""
+import copy
+import math
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from .. import ecm
+from .dataset import case_soc
+
+GAMMAS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+# below this median M (mV) over the SOC grid's middle there is no hysteresis worth a
+# state: a C/20 pair always differs by a little model error both ways
+MIN_MEDIAN_MV = 2.0
+REST_END_S = 600.0
+LOAD_MAX_SOC = 0.02    # rests after loads of up to this much SOC
+GROUP_SOC = 0.04
+GAMMA_DEFAULT = 50.0   # no trace with rests on both sides of a current reversal
+
+
+def _residual(case, tb, cap):
+    soc = case_soc(case, cap)
+    c = case.cols
+    tc = c.get("temp_core_c", c["temperature_c"])
+    sim = ecm.simulate(tb, c["time_s"], c["current_a"], c["ambient_c"] if "ambient_c" in c
+                       else c["temperature_c"], soc[0], tc[0], c["temperature_c"][0],
+                       temp_core_c=tc)
+    return soc[1:], (c["voltage_v"] - sim["voltage_v"])[1:]
+
+
+def half_gap(cases, tb, cap):
+    """(r_chg - r_dis) / 2 (nt, ns) on tb's grid from the C/20 pairs, or None without
+    any pair: M when tb has no hysteresis, what M still lacks when it has. Rows at
+    temperatures without a pair take the nearest row that has one."""
+    g = tb.soc
+    rows = {}
+    for case in cases:
+        if case.profile != "pocv_dis" or case.role != "fit":
+            continue
+        chg = [c for c in cases if c.profile == "pocv_chg" and c.ambient_c == case.ambient_c]
+        if not chg:
+            continue
+        sd, rd = _residual(case, tb, cap)
+        sc, rc = _residual(chg[0], tb, cap)
+        od, oc = np.argsort(sd), np.argsort(sc)
+        m = 0.5 * (np.interp(g, sc[oc], rc[oc]) - np.interp(g, sd[od], rd[od]))
+        rows[case.ambient_c] = m
+    if not rows:
+        return None
+    have = np.array(sorted(rows))
+    return np.array([rows[have[np.argmin(abs(have - t))]] for t in tb.temp])
+
+
+def _rest_ends(cases, tb, cap):
+    """The last row of every rest of REST_END_S or more in the traces: per case (index
+    rows, y = V - OCV(soc, T), M there, SOC)."""
+    out = []
+    for case in cases:
+        c = case.cols
+        i = c["current_a"]
+        rested = _rested_s(c)
+        last = np.append(i[1:] != 0.0, True)
+        k = np.nonzero((rested >= REST_END_S) & last)[0]
+        # only rests after a short load: a long one leaves its RC and diffusion tails
+        k = k[[_load_ah(c, rested, j) <= LOAD_MAX_SOC * cap for j in k]]
+        if len(k) < 2:
+            continue
+        soc = case_soc(case, cap)
+        tc = c.get("temp_core_c", c["temperature_c"])
+        y = c["voltage_v"][k] - tb.ocv(soc[k], tc[k])
+        out.append((case, k, y, soc[k], tc[k]))
+    return out
+
+
+def _load_ah(cols, rested, j):
+    """Charge (Ah, either way) moved by the load before the rest that ends at row j."""
+    k = j
+    while k > 0 and rested[k] > 0.0:
+        k -= 1
+    t, i = cols["time_s"], cols["current_a"]
+    q = 0.0
+    while k > 0 and rested[k] == 0.0:
+        q += abs(i[k]) * (t[k] - t[k - 1]) / 3600.0
+        k -= 1
+    return q
+
+
+def _rested_s(cols):
+    t, i = cols["time_s"], cols["current_a"]
+    out = np.zeros(len(t))
+    for k in range(1, len(t)):
+        out[k] = out[k - 1] + (t[k] - t[k - 1]) if i[k] == 0.0 else 0.0
+    return out
+
+
+def _groups(soc):
+    """A group number per rest: consecutive rests within GROUP_SOC of the group's first."""
+    out = np.zeros(len(soc), dtype=int)
+    first = soc[0]
+    for k in range(1, len(soc)):
+        if abs(soc[k] - first) > GROUP_SOC:
+            first = soc[k]
+            out[k] = out[k - 1] + 1
+        else:
+            out[k] = out[k - 1]
+    return out
+
+
+def _rest_fit(ends, cap, gamma):
+    """Rested voltages against a + b*(soc - its mean) + M*h per group of rests at one SOC
+    (_groups) of one trace, a, b and M free per group: the OCV table's error there (level
+    and slope) is common to the group, what h does from rest to rest is not (a minor
+    loop passes each SOC twice, on different h). Returns (RMS, [(soc, T, M)] of the
+    groups), or (None, []) without a group whose h moves."""
+    err, got = [], []
+    for case, k, y, soc, tc in ends:
+        c = case.cols
+        h = ecm.hysteresis_path(c["time_s"], c["current_a"], cap, gamma)[k]
+        group = _groups(soc)
+        for g in np.unique(group):
+            sel = group == g
+            if np.sum(sel) < 5 or np.ptp(h[sel]) < 0.2:
+                continue
+            ds = soc[sel] - np.mean(soc[sel])
+            A = np.column_stack([np.ones(len(ds)), ds, h[sel]])
+            coef, *_ = np.linalg.lstsq(A, y[sel], rcond=None)
+            err.extend((y[sel] - A @ coef).tolist())
+            got.append((float(np.mean(soc[sel])), float(np.mean(tc[sel])), float(coef[2])))
+    if not err:
+        return None, []
+    return float(np.sqrt(np.mean(np.square(err)))), got
+
+
+def fit_hysteresis(cases, tb, cap, log=print):
+    """{"m_v": rows, "gamma": g} for the calibration, or None when the pair shows no
+    hysteresis worth modelling (median M < MIN_MEDIAN_MV between 20 and 80 % SOC).
+
+    M's shape along SOC comes from the C/20 pair, but the pair holds the C/20
+    overpotential too, which the model (fitted without hysteresis) gets only to a few mV:
+    where rests on both sides of a current reversal exist (minor loops), their M sets the
+    level, per temperature (the pair's M less the mean difference)."""
+    m = half_gap(cases, tb, cap)
+    if m is None:
+        log("fit: no C/20 pair, no hysteresis fitted")
+        return None
+    m = np.maximum(m, 0.0)
+    mid = (tb.soc >= 0.2) & (tb.soc <= 0.8)
+    med_mv = 1000.0 * float(np.median(m[:, mid]))
+    if med_mv < MIN_MEDIAN_MV:
+        log("fit: C/20 pair half gap beyond the model %.1f mV (median, 20-80 %% SOC): "
+            "no hysteresis state" % med_mv)
+        return None
+    ends = _rest_ends([c for c in cases if c.role == "fit"], tb, cap)
+    scores = [_rest_fit(ends, cap, g)[0] for g in GAMMAS]
+    scores = [math.inf if v is None else v for v in scores]
+    if min(scores) == math.inf:
+        log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC, from the C/20 pair); no rests "
+            "on both sides of a current reversal: rate gamma %g assumed"
+            % (med_mv, GAMMA_DEFAULT))
+        return {"m_v": m, "gamma": GAMMA_DEFAULT}
+    k = int(np.argmin(scores))
+    # then between the grid's neighbours of the best, in log gamma
+    lo, hi = math.log(GAMMAS[max(k - 1, 0)]), math.log(GAMMAS[min(k + 1, len(GAMMAS) - 1)])
+    best = minimize_scalar(lambda lg: _rest_fit(ends, cap, math.exp(lg))[0] or math.inf,
+                           bounds=(lo, hi), method="bounded", options={"xatol": 0.02})
+    gamma = round(math.exp(best.x), 1)
+    _, groups = _rest_fit(ends, cap, gamma)
+    d = {}
+    for soc, tc, mg in groups:
+        j = int(np.argmin(abs(tb.temp - tc)))
+        d.setdefault(j, []).append(float(ecm.interp2(tb.soc, tb.temp, m, soc, tc)) - mg)
+    have = np.array(sorted(d))
+    shift = np.array([np.mean(d[have[np.argmin(abs(have - j))]]) for j in range(len(tb.temp))])
+    m = np.maximum(m - shift[:, None], 0.0)
+    log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC; the C/20 pair's less %s mV, from "
+        "%d groups of rests), gamma %g (rests %.2f mV RMS; on the grid %s)"
+        % (1000.0 * float(np.median(m[:, mid])), "/".join("%.1f" % (1000 * v) for v in shift),
+           len(groups), gamma, 1000 * best.fun,
+           ", ".join("%g: %.2f" % (g, 1000 * s) for g, s in zip(GAMMAS, scores, strict=True))))
+    return {"m_v": m, "gamma": gamma}
+
+
+def without_hysteresis(cases, tb, cap, hyst):
+    """Copies of the cases with M*h taken off their voltage, for a refit of the other
+    tables with the hysteresis known."""
+    out = []
+    tb.hyst = {"m_v": np.asarray(hyst["m_v"]), "gamma": hyst["gamma"]}
+    for case in cases:
+        c = dict(case.cols)
+        tc = c.get("temp_core_c", c["temperature_c"])
+        c["voltage_v"] = c["voltage_v"] - tb.hyst_v(c["time_s"], c["current_a"],
+                                                    case_soc(case, cap), tc)
+        twin = copy.copy(case)
+        twin.cols = c
+        out.append(twin)
+    tb.hyst = None
+    return out
