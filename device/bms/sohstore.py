@@ -119,7 +119,9 @@ class SohStore:
             d = c.cap.capacity_ah - cap
             d = d if d > 0.0 else -d
             sig = sig if sig > d else d
-            out.append({"cap_ah": cap, "cap_sigma_ah": sig, "r0": r0, "pairs": c.cap.pairs})
+            # float(): a backend's array element (ulab's, numpy's on the host) is no float
+            out.append({"cap_ah": float(cap), "cap_sigma_ah": float(sig), "r0": float(r0),
+                        "pairs": c.cap.pairs})
         text = json.dumps({"version": VERSION, "cal": checksum, "cells": out})
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:

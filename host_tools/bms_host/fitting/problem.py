@@ -147,6 +147,40 @@ def _rest_gaps(support_row):
     return gap
 
 
+def _relaxed_voltage(case):
+    """Terminal voltage with each long rest's rows rested REST_OCV_S or more moved to the
+    voltage the rest relaxes to. A cold rest still drifts at its end (LG M50 at 0 degC,
+    30 min after a pulse: 15-30 mV/h, 4-9 mV short of the OCV), and those rows weigh as
+    the OCV: extrapolating the tail, v = v_inf + b exp(-t/tau) fitted over the rest's
+    second half, takes about half of that gap off. tau is held within that half, so a
+    drift the tail cannot resolve is extrapolated no further than its own length."""
+    since = _rest_time(case)
+    v = case.cols["voltage_v"]
+    out = np.array(v, dtype=float)
+    rest = case.cols["current_a"] == 0.0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rest.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        dur = since[b - 1]
+        if dur < REST_OCV_S:
+            continue
+        k = np.arange(a, b)
+        tail = k[since[k] >= 0.5 * dur]
+        if len(tail) < 5:
+            continue
+        dt = since[tail] - dur
+        best = None
+        for tau in np.geomspace(0.05 * dur, 0.5 * dur, 40):
+            A = np.column_stack([np.ones(len(tail)), np.exp(-dt / tau)])
+            c = np.linalg.lstsq(A, v[tail], rcond=None)[0]
+            sse = float(np.sum((A @ c - v[tail]) ** 2))
+            if best is None or sse < best[0]:
+                best = (sse, c[1], tau)
+        _, amp, tau = best
+        late = k[since[k] >= REST_OCV_S]
+        out[late] -= amp * np.exp((dur - since[late]) / tau)
+    return out
+
+
 def _trace_rows(case, rows, mult, norm):
     """The row count a trace's weight is divided by: "rows", every selected row (the
     rested ones rest_weight times over, so long rests dilute the trace's pulses); "loaded",
@@ -216,7 +250,8 @@ class LinearProblem:
             rows, m = _row_selection(c, opts.get("rest_weight", 1))
             X, cols = _regressors(c, soc, grid_soc, grid_t, tabs["tau1_s"], tabs["tau2_s"],
                                   rows, case_shift(c, opts.get("diffusion")))
-            y = c.cols["voltage_v"][rows]
+            # rested rows: the voltage the rest relaxes to, if asked (rest_relax)
+            y = (_relaxed_voltage(c) if opts.get("rest_relax") else c.cols["voltage_v"])[rows]
             # traces count the same, times an optional weight per profile (on its bias
             # rows too)
             pw = opts.get("profile_weights", {}).get(c.profile, 1.0)
