@@ -437,3 +437,21 @@ def test_fit_finds_the_hysteresis_of_a_cell_that_has_one(tmp_path, capsys):
     assert cli.main(["fit", str(data), "--out", str(out), "--cell-id", "sample"]) == 0
     assert "hysteresis" not in read_calibration(out)[0]
     assert "no hysteresis state" in capsys.readouterr().out
+
+
+def test_hysteresis_m_beyond_a_steep_ocv_end_holds_then_tapers_to_zero():
+    # the C/20 pair's M is model error where the OCV is steep: held from the last node
+    # it resolves, falling to 0 over the window's last END_TAPER_SOC; the flat part kept
+    from types import SimpleNamespace
+
+    from bms_host.fitting import hysteresis as fh
+    g = np.array(options.SOC_GRID)
+    ocv = 3.2 + 0.1 * g + 2.0 * np.maximum(g - 0.95, 0.0)   # 1 mV/% then 21 mV/% past 95 %
+    tb = SimpleNamespace(soc=g, tab={"ocv_v": np.vstack([ocv, ocv])})
+    m = np.full((2, len(g)), 0.010)
+    m[:, g >= 0.95] = -0.03                                  # what the pair gives there
+    got = fh._steep_ends(m, tb)
+    want = np.full(len(g), 0.010)
+    for s, f in ((0.95, 1.0), (0.975, 0.5), (0.99, 0.2), (1.0, 0.0)):
+        want[g == s] = 0.010 * f
+    assert np.allclose(got, want), got

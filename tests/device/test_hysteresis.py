@@ -28,6 +28,9 @@ def test_current_moves_the_branch_and_a_rest_keeps_it():
     for _ in range(3600):                 # an hour of a sensor's offset: inside the rest band
         hy.advance(0.01 * CAP, 1.0, cap_as)
     assert hy.h == h
+    for k in range(3600):                 # its noise: every other sample past the band
+        hy.advance((0.03 if k % 2 else 0.0) * CAP, 1.0, cap_as)
+    assert hy.h == h
     for _ in range(36):                   # 1 % charged back
         hy.advance(-CAP, 1.0, cap_as)
     a = math.exp(-GAMMA * 0.01)

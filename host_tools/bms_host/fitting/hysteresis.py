@@ -23,6 +23,15 @@ REST_END_S = 600.0
 LOAD_MAX_SOC = 0.02    # rests after loads of up to this much SOC
 GROUP_SOC = 0.04
 GAMMA_DEFAULT = 50.0   # no trace with rests on both sides of a current reversal
+# Where the OCV is steep the pair cannot show M: the model's C/20 curves off by a fraction
+# of a point of SOC, times the slope, swamp a 10 mV gap (LFP: the pair's M at 97.5 % SOC
+# -3 mV, at 99 % -36, where the cell's is ~6 and ~1). Out from the flattest node M is the
+# pair's up to the last node no steeper than RESOLVE_MV_PER_PCT; beyond it M holds that
+# value and falls to zero over the last END_TAPER_SOC of the window, where a full or empty
+# cell rests on its cut-off (one phase, no gap). Left at the pair's few mV there, the gap
+# the cell has near full was missed (LFP aggressive drive from full: 1.2 % SOC RMSE).
+RESOLVE_MV_PER_PCT = 5.0
+END_TAPER_SOC = 0.05
 
 
 def _residual(case, tb, cap):
@@ -164,7 +173,7 @@ def fit_hysteresis(cases, tb, cap, log=print):
         log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC, from the C/20 pair); no rests "
             "on both sides of a current reversal: rate gamma %g assumed"
             % (med_mv, GAMMA_DEFAULT))
-        return {"m_v": m, "gamma": GAMMA_DEFAULT}
+        return {"m_v": _steep_ends(m, tb), "gamma": GAMMA_DEFAULT}
     k = int(np.argmin(scores))
     # then between the grid's neighbours of the best, in log gamma
     lo, hi = math.log(GAMMAS[max(k - 1, 0)]), math.log(GAMMAS[min(k + 1, len(GAMMAS) - 1)])
@@ -178,13 +187,32 @@ def fit_hysteresis(cases, tb, cap, log=print):
         d.setdefault(j, []).append(float(ecm.interp2(tb.soc, tb.temp, m, soc, tc)) - mg)
     have = np.array(sorted(d))
     shift = np.array([np.mean(d[have[np.argmin(abs(have - j))]]) for j in range(len(tb.temp))])
-    m = np.maximum(m - shift[:, None], 0.0)
+    m = _steep_ends(np.maximum(m - shift[:, None], 0.0), tb)
     log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC; the C/20 pair's less %s mV, from "
         "%d groups of rests), gamma %g (rests %.2f mV RMS; on the grid %s)"
         % (1000.0 * float(np.median(m[:, mid])), "/".join("%.1f" % (1000 * v) for v in shift),
            len(groups), gamma, 1000 * best.fun,
            ", ".join("%g: %.2f" % (g, 1000 * s) for g, s in zip(GAMMAS, scores, strict=True))))
     return {"m_v": m, "gamma": gamma}
+
+
+def _steep_ends(m, tb):
+    """M (nt, ns) with the nodes beyond the steep ends of each OCV row replaced (see
+    RESOLVE_MV_PER_PCT)."""
+    g = tb.soc
+    out = np.array(m, dtype=float)
+    inner = (g >= 0.2) & (g <= 0.8)
+    for j, row in enumerate(tb.tab["ocv_v"]):
+        slope = 10.0 * np.gradient(row, g)     # mV per % SOC
+        mid = int(np.argmin(np.where(inner, slope, np.inf)))
+        for step, end in ((1, len(g) - 1), (-1, 0)):
+            k = mid
+            while k != end and slope[k + step] <= RESOLVE_MV_PER_PCT:
+                k += step
+            w = min(END_TAPER_SOC, abs(g[k] - g[end]))
+            for n in range(k + step, end + step, step):
+                out[j, n] = out[j, k] * min(1.0, abs(g[n] - g[end]) / w)
+    return out
 
 
 def without_hysteresis(cases, tb, cap, hyst):
