@@ -49,16 +49,14 @@ def table(cal):
     return model.pack_one(tab["soc"], tab["temp_c"], hy["m_v"])
 
 
-class Hysteresis:
-    def __init__(self, cal):
-        self.p = table(cal)
-        hy = cal.get("hysteresis") or {}
-        self.gamma = float(hy.get("gamma", 0.0))
-        self.rest_a = REST_C * cal["cell"]["capacity_ah"]
-        self.tab = [0.0]
+class Branch:
+    """The state h and what is known of it; the host's simulator runs the same."""
+
+    def __init__(self, gamma, rest_a):
+        self.gamma = gamma
+        self.rest_a = rest_a
         self.h = 0.0
         self.sigma = SIGMA_UNKNOWN
-        self.m_v = 0.0      # M at the last lookup (V)
         self.i_mean = 0.0   # the current's mean over REST_TAU_S (A), for the rest band
 
     def reset(self, h=0.0, sigma=SIGMA_UNKNOWN):
@@ -78,6 +76,18 @@ class Hysteresis:
             self.h = toward(self.h, a, i_a)
             self.sigma *= a
         return self.h
+
+
+class Hysteresis(Branch):
+    """A cell's branch and the calibration's M table."""
+
+    def __init__(self, cal):
+        hy = cal.get("hysteresis") or {}
+        Branch.__init__(self, float(hy.get("gamma", 0.0)),
+                        REST_C * cal["cell"]["capacity_ah"])
+        self.p = table(cal)
+        self.tab = [0.0]
+        self.m_v = 0.0      # M at the last lookup (V)
 
     def volts(self, soc, temp_c):
         """(M*h, M*sigma) in volts at soc (fraction) and temp_c."""

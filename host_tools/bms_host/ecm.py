@@ -69,22 +69,19 @@ def first_branch(current_a):
 
 
 def hysteresis_path(time_s, current_a, capacity_ah, gamma, h0=None):
-    """The hysteresis state h per row (hysteresis.py's update, row k from the current of
-    row k), starting from h0 (first_branch when None)."""
+    """The hysteresis state h per row (the device's hysteresis.Branch, row k from the
+    current of row k), starting from h0 (first_branch when None)."""
     i = np.asarray(current_a, dtype=float)
-    h = first_branch(i) if h0 is None else float(h0)
+    b = hysteresis.Branch(gamma, hysteresis.REST_C * capacity_ah)
+    b.reset(first_branch(i) if h0 is None else float(h0), 0.0)
     out = np.empty(len(i))
-    out[0] = h
+    out[0] = b.h
     cap_as = capacity_ah * 3600.0
-    rest_a = hysteresis.REST_C * capacity_ah
     dl = dts(time_s).tolist()
     il = i.tolist()
-    decay, toward = hysteresis.decay, hysteresis.toward
+    advance = b.advance
     for k in range(1, len(il)):
-        a = decay(il[k], dl[k], cap_as, gamma, rest_a)
-        if a < 1.0:
-            h = toward(h, a, il[k])
-        out[k] = h
+        out[k] = advance(il[k], dl[k], cap_as)
     return out
 
 
