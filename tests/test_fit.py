@@ -256,7 +256,7 @@ def test_trace_weight_counts_loaded_rows_or_all_selected_rows():
     # rested rows count rest_weight times: "rows" counts them so, "loaded" only the 150
     # rows under load
     assert len(np.unique(rows)) == len(rows) > 150
-    assert set(mult[problem._rest_time(case)[rows] >= options.REST_OCV_S]) == {10.0}
+    assert set(mult[problem.rest_time(case)[rows] >= options.REST_OCV_S]) == {10.0}
     assert problem._trace_rows(case, rows, mult, "rows") == mult.sum() > len(rows)
     assert problem._trace_rows(case, rows, mult, "loaded") == 150
 
@@ -292,7 +292,7 @@ def _held_out_residuals(cell):
 def test_a_long_rest_counts_as_the_voltage_it_relaxes_to():
     # 1800 s rest drifting up as 3.7 V - 8 mV exp(-t/600 s), a 300 s rest, a load after
     t, i = _segments([(100, 5.0), (1800, 0.0), (100, 5.0), (300, 0.0), (50, 5.0)])
-    since = problem._rest_time(dataset.Case("x.csv", "hppc", 0.0, "fit",
+    since = problem.rest_time(dataset.Case("x.csv", "hppc", 0.0, "fit",
                                             {"time_s": t, "current_a": i}))
     v = np.where(i == 0.0, 3.7 - 0.008 * np.exp(-since / 600.0), 3.6)
     case = dataset.Case("x.csv", "hppc", 0.0, "fit",

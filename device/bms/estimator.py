@@ -160,8 +160,9 @@ class CellEstimator:
         x[ukf.TS] = temp_c
         x[ukf.BIAS] = 0.0
         self.shift = 0.0
-        if self.hyst is not None:
+        if self.hyst is not None and not self.ready:
             self.hyst.reset()     # which branch the cell rests on is not known at boot
+            # (a re-initialisation after a numerical failure keeps it: the cell's is)
         sig = list(SIGMA0)
         sig[0] = (soc_sigma * 100.0) if soc_sigma is not None else SIGMA_SOC_GIVEN
         if rested:

@@ -3,8 +3,9 @@
 M, the half gap: the C/20 charge and discharge differ by the C/20 overpotential both
 ways plus 2M. Simulating both with the fitted model (which has no hysteresis yet), the
 OCV cancels in the difference of the two residuals, leaving M = (r_chg - r_dis) / 2 at
-each SOC. gamma, how fast a branch switch goes: the candidate that best explains the fit
-traces (pulses in both directions, HPPC, DST), M held.
+each SOC (less reliable where the OCV is steep: _steep_ends). gamma, how fast a branch
+switch goes, and the level of M: from rested voltages on both sides of current reversals
+(the minor-loop test), where M*h is all that changes from one rest to the next.
 """
 import copy
 import math
@@ -14,6 +15,7 @@ from scipy.optimize import minimize_scalar
 
 from .. import ecm
 from .dataset import case_soc
+from .problem import rest_time
 
 GAMMAS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 # below this median M (mV) over the SOC grid's middle there is no hysteresis worth a
@@ -45,9 +47,9 @@ def _residual(case, tb, cap):
 
 
 def half_gap(cases, tb, cap):
-    """(r_chg - r_dis) / 2 (nt, ns) on tb's grid from the C/20 pairs, or None without
-    any pair: M when tb has no hysteresis, what M still lacks when it has. Rows at
-    temperatures without a pair take the nearest row that has one."""
+    """(r_chg - r_dis) / 2 (nt, ns) on tb's grid from the C/20 pairs (tb without
+    hysteresis), or None without any pair. Rows at temperatures without a pair take the
+    nearest row that has one."""
     g = tb.soc
     rows = {}
     for case in cases:
@@ -68,13 +70,13 @@ def half_gap(cases, tb, cap):
 
 
 def _rest_ends(cases, tb, cap):
-    """The last row of every rest of REST_END_S or more in the traces: per case (index
-    rows, y = V - OCV(soc, T), M there, SOC)."""
+    """The last row of every rest of REST_END_S or more after a short load: per case
+    (case, rows, y = V - OCV(soc, T), SOC, core temperature)."""
     out = []
     for case in cases:
         c = case.cols
         i = c["current_a"]
-        rested = _rested_s(c)
+        rested = rest_time(case)
         last = np.append(i[1:] != 0.0, True)
         k = np.nonzero((rested >= REST_END_S) & last)[0]
         # only rests after a short load: a long one leaves its RC and diffusion tails
@@ -99,14 +101,6 @@ def _load_ah(cols, rested, j):
         q += abs(i[k]) * (t[k] - t[k - 1]) / 3600.0
         k -= 1
     return q
-
-
-def _rested_s(cols):
-    t, i = cols["time_s"], cols["current_a"]
-    out = np.zeros(len(t))
-    for k in range(1, len(t)):
-        out[k] = out[k - 1] + (t[k] - t[k - 1]) if i[k] == 0.0 else 0.0
-    return out
 
 
 def _groups(soc):

@@ -124,7 +124,7 @@ def _ltv_cols(a, U):
     return X
 
 
-def _rest_time(case):
+def rest_time(case):
     """Seconds each row has rested (0 under load)."""
     t = case.cols["time_s"]
     i = case.cols["current_a"]
@@ -154,7 +154,7 @@ def _relaxed_voltage(case):
     the OCV: extrapolating the tail, v = v_inf + b exp(-t/tau) fitted over the rest's
     second half, takes about half of that gap off. tau is held within that half, so a
     drift the tail cannot resolve is extrapolated no further than its own length."""
-    since = _rest_time(case)
+    since = rest_time(case)
     v = case.cols["voltage_v"]
     out = np.array(v, dtype=float)
     rest = case.cols["current_a"] == 0.0
@@ -197,7 +197,7 @@ def _row_selection(case, rest_weight=1):
     and the first minute of every rest, then every 10th row of long rests (they change
     slowly). Rows rested 10 minutes or more are the OCV as the filter sees it at rest: they
     count rest_weight times (a row weight, not repeated rows: the same least squares)."""
-    since = _rest_time(case)
+    since = rest_time(case)
     n = len(since)
     keep = (since <= 60.0) | (np.arange(n) % 10 == 0)
     keep[0] = True
@@ -272,7 +272,7 @@ class LinearProblem:
                 bias.append((mask, g))
             tc = c.cols.get("temp_core_c", c.cols["temperature_c"])[rows]
             idx, wts = bilinear(grid_soc, grid_t, soc[rows], tc)
-            rested = _rest_time(c)[rows] >= REST_OCV_S
+            rested = rest_time(c)[rows] >= REST_OCV_S
             np.add.at(rest_support, idx[rested].ravel(), (wts * m[:, None])[rested].ravel())
             self.items.append({"case": c, "X": X, "cols": cols, "y": y, "rw": rw, "m": m,
                                "i": i, "tc": tc, "idx": idx, "wts": wts, "bias": bias,
