@@ -86,12 +86,13 @@ class Hysteresis(Branch):
         Branch.__init__(self, float(hy.get("gamma", 0.0)),
                         REST_C * cal["cell"]["capacity_ah"])
         self.p = table(cal)
+        self.top = self.p[model.HEADER + int(self.p[model.N_SOC]) - 1]   # the grid's top SOC
         self.tab = [0.0]
         self.m_v = 0.0      # M at the last lookup (V)
 
     def volts(self, soc, temp_c):
         """(M*h, M*sigma) in volts at soc (fraction) and temp_c."""
-        top = self.p[model.HEADER + int(self.p[model.N_SOC]) - 1]
+        top = self.top
         m = model.lookup(self.p, soc if soc < top else top, temp_c, self.tab, 1)[0]
         self.m_v = m
         return m * self.h, m * self.sigma

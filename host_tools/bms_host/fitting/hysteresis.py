@@ -40,9 +40,8 @@ def _residual(case, tb, cap):
     soc = case_soc(case, cap)
     c = case.cols
     tc = c.get("temp_core_c", c["temperature_c"])
-    sim = ecm.simulate(tb, c["time_s"], c["current_a"], c["ambient_c"] if "ambient_c" in c
-                       else c["temperature_c"], soc[0], tc[0], c["temperature_c"][0],
-                       temp_core_c=tc)
+    sim = ecm.simulate(tb, c["time_s"], c["current_a"], c["ambient_c"], soc[0], tc[0],
+                       c["temperature_c"][0], temp_core_c=tc)   # load_dataset fills ambient_c
     return soc[1:], (c["voltage_v"] - sim["voltage_v"])[1:]
 
 
@@ -213,6 +212,7 @@ def without_hysteresis(cases, tb, cap, hyst):
     """Copies of the cases with M*h taken off their voltage, for a refit of the other
     tables with the hysteresis known."""
     out = []
+    tb = copy.copy(tb)          # the caller's tables keep no hysteresis
     tb.hyst = {"m_v": np.asarray(hyst["m_v"]), "gamma": hyst["gamma"]}
     for case in cases:
         c = dict(case.cols)
@@ -222,5 +222,4 @@ def without_hysteresis(cases, tb, cap, hyst):
         twin = copy.copy(case)
         twin.cols = c
         out.append(twin)
-    tb.hyst = None
     return out
