@@ -55,3 +55,35 @@ def test_a_corrupt_soh_file_is_passed_over(tmp_path, monkeypatch):
     app = _boot().app
     assert app.cells[0].cap.capacity_ah == app.cells[0].nominal_ah
     assert "not valid JSON" in app.soh_store.note
+
+
+def test_soc_survives_a_reboot_and_status_says_where_it_came_from(tmp_path, monkeypatch,
+                                                                  capsys):
+    monkeypatch.chdir(tmp_path)
+    sim = _boot()
+    sim.run(2.0)
+    app = sim.app
+    assert app.status(False)["soc_boot"] == ["ocv", "ocv"]     # no file yet
+    assert app.save_state()
+    doc = json.loads((tmp_path / "soh.json").read_text())
+    assert doc["version"] == sohstore.VERSION
+    socs = [c.soc() for c in app.cells]
+    assert [e["soc"] for e in doc["cells"]] == pytest.approx(socs, abs=1e-9)
+    sim2 = _boot()
+    sim2.run(0.2)                          # the first estimator tick boots the cells
+    d = sim2.app.status(False)
+    assert d["soc_boot"] == ["flash", "flash"] and d["soh_note"] is None
+    assert d["soc"] == pytest.approx(socs, abs=1e-3)   # plus one tick of filtering
+    sim2.app.status()                      # the REPL table still prints
+    assert "SOC" in capsys.readouterr().out
+
+
+def test_a_corrupt_file_shows_its_note_in_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "soh.json").write_text('{"version": 2, "cal": "x", "cells": [{"cap_ah": 5')
+    sim = _boot()
+    sim.run(0.2)
+    d = sim.app.status()
+    out = capsys.readouterr().out
+    assert "flash: soh.json is not valid JSON" in out, out
+    assert d is not None and sim.app.status(False)["soc_boot"] == ["ocv", "ocv"]

@@ -81,6 +81,12 @@ def selftest(show=True):
     return None if show else r
 
 
+def save():
+    """Write the cells' SOC to flash now (before unplugging the BMS); the running BMS
+    saves it by itself when it moves."""
+    return _need_app().save_state()
+
+
 def reset_faults():
     return _need_app().reset_faults()
 

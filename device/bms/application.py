@@ -425,10 +425,23 @@ class App:
             "est_errors": self.est_errors,
             "est_error": self.est_error,
             "cal_checksum": self.store.checksum,
+            # where each cell's SOC started at boot ("flash": the saved one, "ocv"), and
+            # why the flash file was passed over, if it was
+            "soc_boot": [c.boot_from for c in cells],
+            "soh_note": self.soh_store.note,
         }
         if show:
             _print_status(d)
         return d
+
+    def save_state(self):
+        """Write each cell's SOC (and the SOH as last saved) to flash now, e.g. before a
+        planned power-off; False on a board without flash for it."""
+        st = self.soh_store
+        if st.path is None or not self.cells:
+            return False
+        st.save_soc(self.cells, self.store.checksum)
+        return True
 
     def _quiet_status(self):
         return self.status(False)
@@ -502,6 +515,8 @@ def _print_status(d):
             "/".join(_fmt(x, "%.1f") for x in d["sop_dis_a"]),
             "/".join(_fmt(x, "%.1f") for x in d["sop_chg_a"])))
     w("faults: %s\n" % (", ".join(d["faults"]) or "none"))
+    if d.get("soh_note"):
+        w("flash: %s\n" % d["soh_note"])
     if d["backend_note"]:
         w("filter backend %s; passed over: %s\n" % (d["backend"], d["backend_note"]))
     if d["est_errors"]:

@@ -8,6 +8,22 @@ from bms import backends, hysteresis, model, rls, soh, sop, ukf
 SIGMA_SOC_REST = 5.0      # SOC from OCV at rest
 SIGMA_SOC_LOADED = 15.0   # SOC from a loaded voltage
 SIGMA_SOC_GIVEN = 25.0    # a start value given by a person: trust it little
+# Those two are the start's spread where the OCV is steep. Where it is flat, or where an
+# unknown hysteresis branch (M ~10 mV on LFP) shifts the rested voltage, the voltage's
+# error spans many % of SOC: an LFP cell mid-plateau read through the OCV is 10-30 points
+# off. The boot takes the SOC range that the voltage +- (M + the OCV's error,
+# soh.OCV_SIGMA_MV) spans through the OCV table, starts in its middle, and adds the spread
+# of a uniform start over it (width / sqrt(12)) in quadrature (LG M50: a range of 1-4
+# points, the sigma stays 5.0-5.1 %; LFP over 20-90 %: 6-34 points, sigma 5-11 %).
+# Halvings of each of the three OCV inversions (within 0.03 % SOC, far inside the sigma):
+# 36 OCV lookups in all, where one inversion to full precision took 40 (a boot step on a
+# Pico is one cell's whole estimator tick).
+BOOT_BISECT = 12
+# A SOC saved before the reboot (sohstore) is used unless the voltage at boot contradicts
+# it beyond this many sigmas of the two together (the pack was charged or swapped while
+# the BMS was off); where the OCV is steep and the two agree, the filter's own voltage
+# update refines the stored SOC.
+BOOT_AGREE_SIGMAS = 3.0
 SIGMA0 = (None, 10.0, 10.0, 2.0, 1.0, 5.0)
 # The RC voltages of a rested cell are known to be ~0. A wide start lets the large first
 # innovations of a wrong SOC leak into them, and their slow return then drags the SOC
@@ -140,6 +156,8 @@ class CellEstimator:
         self.v_empty = (v_min + RESYNC_EMPTY_V_ABOVE) if v_min else None
         self.resync_armed = True  # an end's re-sync is taken once per visit
         self.resyncs = 0          # how many were taken (full or empty)
+        self.stored = None        # (SOC, sigma, h, h sigma) from flash for the boot
+        self.boot_from = None     # where the boot's SOC came from: "flash" or "ocv"
         self.errors = 0
         self.status = ukf.OK
         # SOP in C with the native backend (bms_native.sop), else the Python reference;
@@ -182,13 +200,67 @@ class CellEstimator:
         self.out[ukf.OUT_TS] = temp_c
         self.ready = True
 
+    def restore(self, soc, sigma, h=None, h_sigma=None):
+        """Before the first step after a boot: the SOC (fraction) and its sigma, and the
+        hysteresis branch h and its sigma, as flash kept them (sohstore, its sigmas
+        already grown for the time off). The first measurement decides (see
+        BOOT_AGREE_SIGMAS)."""
+        self.stored = (soc, sigma, h, h_sigma)
+
+    def soc_state(self):
+        """(SOC, the filter's own SOC sigma, h, h's sigma) to keep over a reboot, fractions
+        (h and its sigma None without hysteresis); None before the first step. The
+        filter's own sigma, not soc_sigma(): that one's bias terms come back by
+        themselves after a boot."""
+        if not self.ready:
+            return None
+        p0 = self.P[0]
+        sig = math.sqrt(p0 if p0 > 0.0 else 0.0) * 0.01
+        hy = self.hyst
+        if hy is None:
+            return (self.soc(), sig, None, None)
+        return (self.soc(), sig, hy.h, hy.sigma)
+
+    def ocv_soc(self, v, temp_c, rest=True):
+        """(SOC, sigma), fractions, that a voltage v (ohmic drop compensated) gives through
+        the OCV table when the hysteresis branch is not known (see BOOT_BISECT)."""
+        p, tab = self.p, self.tab
+        s = model.soc_from_ocv(p, v, temp_c, tab, BOOT_BISECT)
+        w = soh.OCV_SIGMA_MV + (soh.OCV_SIGMA_COLD * (25.0 - temp_c) if temp_c < 25.0 else 0.0)
+        w *= 0.001
+        if self.hyst is not None:
+            self.hyst.volts(s, temp_c)
+            w += self.hyst.m_v
+        lo = model.soc_from_ocv(p, v - w, temp_c, tab, BOOT_BISECT)
+        hi = model.soc_from_ocv(p, v + w, temp_c, tab, BOOT_BISECT)
+        if lo > s:                 # the coarse ends within their resolution
+            lo = s
+        if hi < s:
+            hi = s
+        u = (hi - lo) * 28.867513459481287   # % SOC: 100 / sqrt(12)
+        b = SIGMA_SOC_REST if rest else SIGMA_SOC_LOADED
+        return 0.5 * (lo + hi), math.sqrt(b * b + u * u) * 0.01
+
     def init_from_measurement(self, i_a, v, temp_c):
-        """Boot: SOC from the OCV curve, compensating the ohmic drop if under load."""
+        """Boot: the SOC flash kept (restore) unless the voltage contradicts it, else the
+        SOC from the OCV curve (ocv_soc), compensating the ohmic drop if under load."""
         model.lookup(self.p, 0.5, temp_c, self.tab)
         r0 = self.tab[model.R0] if i_a >= 0 else self.tab[model.R0C]
-        soc = model.soc_from_ocv(self.p, v + r0 * i_a, temp_c, self.tab)
         rest = abs(i_a) < 0.05 * self.nominal_ah
-        self.init(soc, temp_c, (SIGMA_SOC_REST if rest else SIGMA_SOC_LOADED) / 100.0, rest)
+        soc, sig = self.ocv_soc(v + r0 * i_a, temp_c, rest)
+        st = self.stored
+        self.stored = None
+        if st is not None:
+            d = soc - st[0]
+            k = BOOT_AGREE_SIGMAS
+            if d * d <= k * k * (sig * sig + st[1] * st[1]):
+                self.init(st[0], temp_c, st[1], rest)
+                if self.hyst is not None and st[2] is not None:
+                    self.hyst.reset(st[2], st[3])   # no current while off: same branch
+                self.boot_from = "flash"
+                return
+        self.boot_from = "ocv"
+        self.init(soc, temp_c, sig, rest)
 
     # -- the estimator tick ---------------------------------------------------
     def step(self, i_a, v_meas, ts_meas, ta_c, dt_s):

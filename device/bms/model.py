@@ -253,11 +253,12 @@ def ocv(p, soc, temp_c, tab):
     return tab[OCV]
 
 
-def soc_from_ocv(p, v, temp_c, tab):
-    """Invert OCV(soc) at temp_c by bisection (OCV is increasing in soc)."""
+def soc_from_ocv(p, v, temp_c, tab, n=40):
+    """Invert OCV(soc) at temp_c by bisection (OCV is increasing in soc); n halvings of
+    the SOC grid's span (12: within 0.03 %)."""
     lo = p[HEADER]
     hi = p[HEADER + int(p[N_SOC]) - 1]
-    for _ in range(40):
+    for _ in range(n):
         mid = 0.5 * (lo + hi)
         if ocv(p, mid, temp_c, tab) < v:
             lo = mid

@@ -13,7 +13,8 @@ with the FRESH calibration (calibration/lgm50.json), as a sensor would see them:
 20 mA (+30 mA offset) and 0.1 degC noise, seeded. The filter boots from the first
 sample, as a device does. Half-way (day 2, 02:00, in the night's rest) the device
 reboots: the state of health is saved to a file by the device's store (bounded change
-per day), a new estimator boots from the voltage and restores it.
+per day) with the SOC, and a new estimator restores them and boots from the stored SOC
+unless the first voltage contradicts it.
 
 Floors: on every aged case the capacity SOH stays within +-2 points of the true ratio
 (the cell's C/20 capacity at 25 degC over the fresh cell's) from day 3 to the end; SOC
@@ -94,12 +95,14 @@ def run_case(cal, level, amb, backend, reboot=True):
     checksum = "bench"
 
     def boot(k):
+        # as the App boots: what flash keeps (SOH, and the SOC since it keeps that too),
+        # then the first measurement
         e = estimator.CellEstimator(cal, backends.make(backend))
+        store.restore([e], checksum)
         e.init_from_measurement(cur[k], vol[k], tsm[k])
         return e
 
     est = boot(0)
-    store.restore([est], checksum)
     rebooted = None
     t0 = time.perf_counter()
     for k in range(n):
@@ -110,9 +113,11 @@ def run_case(cal, level, amb, backend, reboot=True):
             if reboot and rebooted is None and t[k] >= REBOOT_S:
                 store.save([est], checksum)
                 before = est.cap.capacity_ah
+                soc_before = est.soc()
                 est = boot(k)
-                store.restore([est], checksum)
-                rebooted = (before, est.cap.capacity_ah)
+                rebooted = (before, est.cap.capacity_ah, 100.0 * (soc_before - tr["soc_true"][k]),
+                            100.0 * (est.soc() - tr["soc_true"][k]), 100.0 * est.soc_sigma(),
+                            est.boot_from)
         out["soc"][k] = est.soc()
         out["sigma"][k] = est.soc_sigma()
         out["soh"][k] = est.soh()
@@ -225,6 +230,11 @@ def main(argv=None):
         print("reboot at day %.2f, capacity Ah in memory / restored from the flash file "
               "(at most 10 %% of nominal per day from the calibration): %s"
               % (REBOOT_S / DAY_S, ", ".join(boots)))
+        socs = ["%s %+.2f/%+.2f +- %.2f (%s)" % ((case_name(r["level"], r["amb"]),)
+                                                 + tuple(r["rebooted"][2:]))
+                for r in results if r["rebooted"]]
+        print("SOC error at the reboot (points), in memory / right after the boot +- its "
+              "sigma (started from): %s" % ", ".join(socs))
     print("time per step: %.1f us (backend %s, with SOH)"
           % (sum(r["us"] for r in results) / len(results), backend))
     ok_all = True

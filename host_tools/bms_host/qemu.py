@@ -152,7 +152,12 @@ def _files_for(module):
     out += [("pico/board.py", BOARDS_DIR / "pico" / "board.py"),
             ("esp32/board.py", BOARDS_DIR / "esp32" / "board.py")]
     out += [("sim/" + p.name, p) for p in sorted((BOARDS_DIR / "sim").glob("*.py"))]
-    out.append((module + ".py", DEVICE_TESTS / (module + ".py")))
+    src = DEVICE_TESTS / (module + ".py")
+    out.append((module + ".py", src))
+    # the repository's calibrations the module opens (as "calibration/<name>.json", the
+    # path they have from the repository's root, the host runs' working directory)
+    for name in sorted(set(re.findall(r"calibration/(\w+)\.json", src.read_text()))):
+        out.append(("calibration/%s.json" % name, REPO / "calibration" / (name + ".json")))
     return out
 
 

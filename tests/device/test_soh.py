@@ -146,6 +146,13 @@ class _Cell:
         self.cap.pairs = 7
         self.r0_slow = r0
         self.rls = rls.R0Estimator()
+        self.stored = None
+
+    def soc_state(self):
+        return None               # not stepped yet: the store keeps the SOH alone
+
+    def restore(self, soc, sigma, h=None, h_sigma=None):
+        self.stored = (soc, sigma, h, h_sigma)
 
 
 def _store(name):
