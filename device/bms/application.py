@@ -344,7 +344,9 @@ class App:
         i_avg = (self.charge_mas - self._cell_mas[k]) / dt_ms
         self._cell_ms[k] = now_ms
         self._cell_mas[k] = self.charge_mas
-        c.step(i_avg, v, t, ta, dt_ms / 1000.0)
+        # the filter counts the mean current; the R0 learner pairs the voltage with the
+        # current read in the same fast tick (estimator.CellEstimator.step)
+        c.step(i_avg, v, t, ta, dt_ms / 1000.0, s.current_a)
 
     def ambient_c(self, s):
         """The board's ambient sensor (an ambient_c() it gives), else the coolest of

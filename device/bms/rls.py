@@ -30,15 +30,15 @@ class R0Estimator:
         self.scale = scale
         self.p = self.p0  # variance of the scale estimate
         self.updates = 0
-        self._last = None
+        self.last = None      # (current, voltage, RC voltage) of the previous sample
 
     def update(self, i_a, v_meas, v_rc, r0_table, dt_s=0.0, est=None):
         """Feed one sample: current, measured voltage, filter's v1+v2 (V), the table R0
         at the present SOC/temperature and the sample's length; est (a CellEstimator)
         gives the kinetic term on a step (its tab is used as scratch). Returns True when
         it updated."""
-        last = self._last
-        self._last = (i_a, v_meas, v_rc)
+        last = self.last
+        self.last = (i_a, v_meas, v_rc)
         if last is None or not (v_meas == v_meas) or dt_s > MAX_DT_S:
             return False
         di = i_a - last[0]

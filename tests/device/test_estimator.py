@@ -95,6 +95,24 @@ def test_rls_tracks_a_50_percent_step_in_r0_within_10_minutes():
     assert abs(r.scale - 1.5) < 0.075, r.scale
 
 
+def test_a_step_to_rest_is_learnt_against_the_resistance_of_its_loaded_side():
+    # The ohmic drop that vanishes when a charge ends is the charge R0 (R0C), while the
+    # current at rest reads 0 (or a few mA either way). Set against the discharge R0, a
+    # cell whose R0C is twice its R0 read as grown from the calibration it was made of.
+    cal = sample_cal.calibration(CAP)
+    tabs = cal["tables"]
+    tabs["r0c_ohm"] = [[2.0 * v for v in row] for row in tabs["r0_ohm"]]
+    plant = model.Simulator(model.pack(cal), 0.5, 25.0)
+    est = estimator.CellEstimator(cal, backends.PythonBackend())
+    est.init(0.5, 25.0)
+    for k in range(80):
+        i = -CAP if (k // 5) % 2 else 0.0       # 5 s charge at 1C, 5 s rest, in turn
+        v = plant.step(i, 25.0, 1.0)
+        assert est.step(i, v, plant.ts, 25.0, 1.0) == ukf.OK
+    r = est.rls
+    assert r.updates >= 10 and 0.9 < r.scale < 1.1, (r.updates, r.scale)
+
+
 def test_sop_limits_never_cross_voltage_limits():
     cal = sample_cal.calibration(CAP)
     lim = cal["limits"]
