@@ -58,10 +58,12 @@ class Branch:
         self.h = 0.0
         self.sigma = SIGMA_UNKNOWN
         self.i_mean = 0.0   # the current's mean over REST_TAU_S (A), for the rest band
+        self.still_s = 0.0  # how long h has not moved (s): a rest keeps what is unknown of it
 
     def reset(self, h=0.0, sigma=SIGMA_UNKNOWN):
         self.h = h
         self.sigma = sigma
+        self.still_s = 0.0
 
     def advance(self, i_a, dt_s, cap_as):
         """h after dt_s seconds of current i_a (A, discharge positive) in a cell of
@@ -70,11 +72,15 @@ class Branch:
         self.i_mean += (f if f < 1.0 else 1.0) * (i_a - self.i_mean)
         m = self.i_mean
         if -self.rest_a < m < self.rest_a:
+            self.still_s += dt_s
             return self.h
         a = decay(i_a, dt_s, cap_as, self.gamma, self.rest_a)
         if a < 1.0:
             self.h = toward(self.h, a, i_a)
             self.sigma *= a
+            self.still_s = 0.0
+        else:
+            self.still_s += dt_s
         return self.h
 
 

@@ -31,12 +31,29 @@ def test_current_moves_the_branch_and_a_rest_keeps_it():
     for k in range(3600):                 # its noise: every other sample past the band
         hy.advance((0.03 if k % 2 else 0.0) * CAP, 1.0, cap_as)
     assert hy.h == h
+    assert hy.still_s == 7200.0, hy.still_s   # what is unknown of h stays unknown
     for _ in range(36):                   # 1 % charged back
         hy.advance(-CAP, 1.0, cap_as)
     a = math.exp(-GAMMA * 0.01)
     assert abs(hy.h - (a * h + 1.0 - a)) < 1e-5, hy.h      # float32 ports: 1e-5
+    assert hy.still_s == 0.0
     v, s = hy.volts(0.5, 25.0)
     assert abs(v - M_V * hy.h) < 1e-7 and abs(s - M_V * hy.sigma) < 1e-7
+
+
+def test_an_unknown_branch_weighs_no_more_the_longer_a_rest_lasts():
+    # a boot on an unknown branch: its offset M*h stays while the cell rests, so an hour
+    # of rest must not count as six independent readings of it (HYST_PERSIST_S each)
+    e = estimator.CellEstimator(_cal(), backends.PythonBackend())
+    e.init(0.5, 25.0, 0.1)
+    var = []
+    for k in range(360):
+        e.step(0.0, 3.7, 25.0, 25.0, 10.0)
+        if k in (0, 359):
+            var.append(e._hysteresis(0.0, 3.7, 10.0)[1])
+    m = M_V * 1000.0 * hysteresis.SIGMA_UNKNOWN
+    assert abs(var[0] - m * m * (estimator.HYST_PERSIST_S + 20.0) / 10.0) < 1.0, var
+    assert var[1] > 6.0 * var[0], var
 
 
 def _run(est_cal, plant_h0=1.0, soc0=0.9, rest_s=3600):
