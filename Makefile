@@ -77,7 +77,7 @@ calibration: $(STAMP)
 	$(BIN)/bms-host synth --cell lgm50 --out data/lgm50
 	$(BIN)/bms-host fit data/lgm50 --out calibration/lgm50.json --options calibration/options/lgm50.json
 	$(BIN)/bms-host synth --cell lfp --out data/lfp
-	$(BIN)/bms-host fit data/lfp --out calibration/lfp.json
+	$(BIN)/bms-host fit data/lfp --out calibration/lfp.json --options calibration/options/lfp.json
 
 # A real LG M50 measured in a lab: the cycler exports as they are (read its README.md)
 MEASURED ?= ../shared/data/lgm50_measured

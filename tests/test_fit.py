@@ -455,3 +455,71 @@ def test_hysteresis_m_beyond_a_steep_ocv_end_holds_then_tapers_to_zero():
     for s, f in ((0.95, 1.0), (0.975, 0.5), (0.99, 0.2), (1.0, 0.0)):
         want[g == s] = 0.010 * f
     assert np.allclose(got, want), got
+
+
+def _branch_case(name, segs, soc0, h0, ocv, m_v, gamma, cap):
+    """A trace of a cell that is OCV(soc) + M*h and nothing else (1 s samples)."""
+    t, i = _segments(segs)
+    soc = ecm.soc_path(soc0, i, ecm.dts(t), cap)
+    h = ecm.hysteresis_path(t, i, cap, gamma, h0)
+    cols = {"time_s": t, "current_a": i, "voltage_v": ocv(soc) + m_v * h,
+            "temperature_c": np.full(len(t), 25.0), "ambient_c": np.full(len(t), 25.0),
+            "soc_true": soc}
+    case = dataset.Case(name + "_25C.csv", name, 25.0, "fit", cols)
+    case.h0 = h0
+    return case
+
+
+def test_branch_pairs_read_m_where_the_ocv_is_flat_only():
+    # rests after charges (h = +1) and after discharges (h = -1) at nearby SOCs: half
+    # their difference is M where the OCV is flat; on the steep part (a rest's SOC read a
+    # little off would be voltage) no pair is taken
+    from types import SimpleNamespace
+
+    from bms_host.fitting import hysteresis as fh
+    cap, gamma, m_v = 2.0, 40.0, 0.010
+
+    def ocv(s):
+        s = np.asarray(s, dtype=float)
+        return 3.3 + 0.01 * s + 1.0 * np.maximum(0.45 - s, 0.0)   # 0.1 mV/%, 10 mV/% below 45 %
+
+    tb = SimpleNamespace(ocv=lambda s, t: ocv(s))
+    # 2 % of SOC, then 10 min rest, 12 times: down from 60 % on the discharge branch, up
+    # from 36 % on the charge branch
+    dis = [(720, cap / 10.0), (600, 0.0)] * 12
+    chg = [(720, -cap / 10.0), (600, 0.0)] * 12
+    got = fh._branch_pairs([_branch_case("dis", dis, 0.6, -1.0, ocv, m_v, gamma, cap),
+                            _branch_case("chg", chg, 0.36, 1.0, ocv, m_v, gamma, cap)],
+                           tb, cap, gamma)
+    assert len(got) >= 8, got
+    assert all(s > 0.44 for s, _, _ in got), got
+    assert np.allclose([m for _, _, m in got], m_v, atol=2e-4), got
+    # a cell with M = 0 gives 0: no pair is read as a gap
+    got = fh._branch_pairs([_branch_case("dis", dis, 0.6, -1.0, ocv, 0.0, gamma, cap),
+                            _branch_case("chg", chg, 0.36, 1.0, ocv, 0.0, gamma, cap)],
+                           tb, cap, gamma)
+    assert len(got) >= 8 and np.allclose([m for _, _, m in got], 0.0, atol=1e-6), got
+
+
+def test_the_manifest_sets_where_a_trace_starts_its_hysteresis(tmp_path):
+    # a trace from mid-SOC after a discharge starts on the discharge branch whatever its
+    # first current: the manifest's init_hysteresis_state, else ecm.first_branch
+    import json
+    data = tmp_path / "data"
+    make_dataset(data, ambients=(25.0,))
+    (data / "manifest.json").write_text(json.dumps({"files": [
+        {"file": "hppc_25C.csv", "role": "fit", "init_hysteresis_state": -1.0},
+        {"file": "pocv_dis_25C.csv", "role": "fit"}]}))
+    cases, _ = dataset.load_dataset(data)
+    h0 = {c.name: c.h0 for c in cases}
+    assert h0["hppc_25C"] == -1.0 and h0["pocv_dis_25C"] is None and h0["pocv_chg_25C"] is None
+    cal = calsample.calibration()
+    nt, ns = len(cal["tables"]["temp_c"]), len(cal["tables"]["soc"])
+    cal["hysteresis"] = {"m_v": [[0.010] * ns for _ in range(nt)], "gamma": 40.0}
+    tb = ecm.Tables.from_cal(cal)
+    hppc = next(c for c in cases if c.name == "hppc_25C")
+    _, sim_manifest, _ = validation.evaluate(hppc, tb, tb.capacity_ah)
+    hppc.h0 = None
+    _, sim_rule, _ = validation.evaluate(hppc, tb, tb.capacity_ah)
+    # row 0, before any current: 2 M apart (-M against the rule's +M for a discharge)
+    assert abs(sim_rule["voltage_v"][0] - sim_manifest["voltage_v"][0] - 0.020) < 1e-6

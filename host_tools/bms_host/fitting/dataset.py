@@ -19,6 +19,9 @@ class Case:
         self.ambient_c = float(ambient_c)
         self.role = role
         self.cols = cols
+        # the hysteresis state at row 0 when the manifest gives it (else None: the branch
+        # the first current leaves, ecm.first_branch)
+        self.h0 = None
 
     def __repr__(self):
         return "Case(%s, %s)" % (self.name, self.role)
@@ -42,13 +45,15 @@ def load_dataset(folder, ambients=None, fit_profiles=None):
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError("data folder %s does not exist (make it with bms-host synth)" % folder)
-    roles, manifest = {}, {}
+    roles, h0s, manifest = {}, {}, {}
     mpath = folder / "manifest.json"
     if mpath.exists():
         try:
             manifest = json.loads(mpath.read_text())
             for f in manifest.get("files", []):
                 roles[f["file"]] = f.get("role")
+                if f.get("init_hysteresis_state") is not None:
+                    h0s[f["file"]] = float(f["init_hysteresis_state"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UserError("manifest %s is not valid JSON with a files list; fix or "
                             "delete it" % mpath) from None
@@ -67,6 +72,7 @@ def load_dataset(folder, ambients=None, fit_profiles=None):
             cols["ambient_c"] = np.full(len(cols["time_s"]), amb)
         case = Case(path, prof, amb, role, cols)
         case.manifest_role = roles.get(path.name)
+        case.h0 = h0s.get(path.name)
         cases.append(case)
     if not cases:
         raise UserError("no traces named {profile}_{ambient}C.csv in %s" % folder)

@@ -5,7 +5,8 @@ ways plus 2M. Simulating both with the fitted model (which has no hysteresis yet
 OCV cancels in the difference of the two residuals, leaving M = (r_chg - r_dis) / 2 at
 each SOC (less reliable where the OCV is steep: _steep_ends). gamma, how fast a branch
 switch goes, and the level of M: from rested voltages on both sides of current reversals
-(the minor-loop test), where M*h is all that changes from one rest to the next.
+(the minor-loop test), where M*h is all that changes from one rest to the next, and from
+rests on the two branches at nearby SOCs where the OCV is flat (_branch_pairs).
 """
 import copy
 import math
@@ -34,6 +35,15 @@ GAMMA_DEFAULT = 50.0   # no trace with rests on both sides of a current reversal
 # the cell has near full was missed (LFP aggressive drive from full: 1.2 % SOC RMSE).
 RESOLVE_MV_PER_PCT = 5.0
 END_TAPER_SOC = 0.05
+# Branch pairs (_branch_pairs): a rest this long after a load that left the cell on one
+# branch (|h| >= BRANCH_H) is its rested voltage on that branch; a rest on the other branch
+# is paired with it where the OCV is at most FLAT_MV_PER_PCT steep. The minor loops alone
+# (two SOCs) left M 1-2.6 mV high on the LFP's top plateau, where the C/20 pair's shape
+# took over, and the OCV, fitted to rests after discharges (M below), as much too high.
+BRANCH_REST_S = 300.0
+BRANCH_H = 0.95
+FLAT_MV_PER_PCT = 2.5
+PAIR_REACH_SOC = 0.02
 
 
 def _residual(case, tb, cap):
@@ -41,7 +51,8 @@ def _residual(case, tb, cap):
     c = case.cols
     tc = c.get("temp_core_c", c["temperature_c"])
     sim = ecm.simulate(tb, c["time_s"], c["current_a"], c["ambient_c"], soc[0], tc[0],
-                       c["temperature_c"][0], temp_core_c=tc)   # load_dataset fills ambient_c
+                       c["temperature_c"][0], temp_core_c=tc,   # load_dataset fills ambient_c
+                       hyst0=case.h0)
     return soc[1:], (c["voltage_v"] - sim["voltage_v"])[1:]
 
 
@@ -124,7 +135,7 @@ def _rest_fit(ends, cap, gamma):
     err, got = [], []
     for case, k, y, soc, tc in ends:
         c = case.cols
-        h = ecm.hysteresis_path(c["time_s"], c["current_a"], cap, gamma)[k]
+        h = ecm.hysteresis_path(c["time_s"], c["current_a"], cap, gamma, case.h0)[k]
         group = _groups(soc)
         for g in np.unique(group):
             sel = group == g
@@ -147,7 +158,8 @@ def fit_hysteresis(cases, tb, cap, log=print):
     M's shape along SOC comes from the C/20 pair, but the pair holds the C/20
     overpotential too, which the model (fitted without hysteresis) gets only to a few mV:
     where rests on both sides of a current reversal exist (minor loops), their M sets the
-    level, per temperature (the pair's M less the mean difference)."""
+    level, per temperature; rests on both branches at nearby SOCs (_branch_pairs) add
+    points along SOC (the pair's M less the difference, linear between the points)."""
     m = half_gap(cases, tb, cap)
     if m is None:
         log("fit: no C/20 pair, no hysteresis fitted")
@@ -174,19 +186,82 @@ def fit_hysteresis(cases, tb, cap, log=print):
                            bounds=(lo, hi), method="bounded", options={"xatol": 0.02})
     gamma = round(math.exp(best.x), 1)
     _, groups = _rest_fit(ends, cap, gamma)
-    d = {}
-    for soc, tc, mg in groups:
+    pairs = _branch_pairs([c for c in cases if c.role == "fit"], tb, cap, gamma)
+    # the C/20 pair's M less its error, per temperature row: at the SOCs of the points
+    # (minor-loop groups and branch pairs), linear between them, held beyond
+    pts = {}
+    for soc, tc, mg in groups + pairs:
         j = int(np.argmin(abs(tb.temp - tc)))
-        d.setdefault(j, []).append(float(ecm.interp2(tb.soc, tb.temp, m, soc, tc)) - mg)
-    have = np.array(sorted(d))
-    shift = np.array([np.mean(d[have[np.argmin(abs(have - j))]]) for j in range(len(tb.temp))])
-    m = _steep_ends(np.maximum(m - shift[:, None], 0.0), tb)
-    log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC; the C/20 pair's less %s mV, from "
-        "%d groups of rests), gamma %g (rests %.2f mV RMS; on the grid %s)"
-        % (1000.0 * float(np.median(m[:, mid])), "/".join("%.1f" % (1000 * v) for v in shift),
-           len(groups), gamma, 1000 * best.fun,
+        pts.setdefault(j, []).append((soc, float(ecm.interp2(tb.soc, tb.temp, m, soc, tc)) - mg))
+    have = np.array(sorted(pts))
+    corr = np.zeros(m.shape)
+    m = np.array(m, dtype=float)
+    for j in range(len(tb.temp)):
+        p = sorted(pts[have[np.argmin(abs(have - j))]])
+        corr[j] = np.interp(tb.soc, [q[0] for q in p], [q[1] for q in p])
+        # beyond the outermost points M holds (the pair's shape there bends with the OCV:
+        # LFP 8.3 -> 7.3 mV over 94-95 % SOC, where the cell's is 10), to _steep_ends' taper
+        m[j] -= corr[j]
+        lo, hi = p[0][0], p[-1][0]
+        m[j] = np.where(tb.soc < lo, np.interp(lo, tb.soc, m[j]),
+                        np.where(tb.soc > hi, np.interp(hi, tb.soc, m[j]), m[j]))
+    m = _steep_ends(np.maximum(m, 0.0), tb)
+    log("fit: hysteresis M %.1f mV (median, 20-80 %% SOC; the C/20 pair's less %s mV "
+        "(mean), from %d groups of rests and %d branch pairs), gamma %g (rests %.2f mV RMS; "
+        "on the grid %s)"
+        % (1000.0 * float(np.median(m[:, mid])),
+           "/".join("%.1f" % (1000 * v) for v in corr.mean(axis=1)), len(groups), len(pairs),
+           gamma, 1000 * best.fun,
            ", ".join("%g: %.2f" % (g, 1000 * s) for g, s in zip(GAMMAS, scores, strict=True))))
     return {"m_v": m, "gamma": gamma}
+
+
+def _branch_rests(cases, tb, cap, gamma):
+    """Rests of BRANCH_REST_S or more that end with the cell on one branch (|h| >=
+    BRANCH_H): per ambient, [(SOC, core temperature, h sign, V - OCV(soc, T))]."""
+    out = {}
+    for case in cases:
+        c = case.cols
+        i = c["current_a"]
+        since = rest_time(case)
+        last = np.append(i[1:] != 0.0, True)
+        k = np.nonzero((since >= BRANCH_REST_S) & last)[0]
+        if len(k) == 0:
+            continue
+        h = ecm.hysteresis_path(c["time_s"], i, cap, gamma, case.h0)[k]
+        k, h = k[abs(h) >= BRANCH_H], h[abs(h) >= BRANCH_H]
+        soc = case_soc(case, cap)[k]
+        tc = c.get("temp_core_c", c["temperature_c"])[k]
+        y = c["voltage_v"][k] - tb.ocv(soc, tc)
+        out.setdefault(case.ambient_c, []).extend(zip(soc, tc, np.sign(h), y, strict=True))
+    return out
+
+
+def _branch_pairs(cases, tb, cap, gamma):
+    """M where rests on both branches meet: each rest's V - OCV against the other
+    branch's, interpolated to its SOC (or the nearest within PAIR_REACH_SOC), halved.
+    Only where the OCV is flat (FLAT_MV_PER_PCT): on a slope a rest of a few minutes has
+    not relaxed and an SOC error is read as voltage. [(soc, T, M)]"""
+    got = []
+    for rests in _branch_rests(cases, tb, cap, gamma).values():
+        for sign in (1.0, -1.0):
+            mine = [r for r in rests if r[2] == sign]
+            other = sorted((r for r in rests if r[2] == -sign), key=lambda r: r[0])
+            if not mine or not other:
+                continue
+            so = np.array([r[0] for r in other])
+            yo = np.array([r[3] for r in other])
+            for soc, tc, _, y in mine:
+                if not (so[0] - PAIR_REACH_SOC <= soc <= so[-1] + PAIR_REACH_SOC):
+                    continue
+                ds = 0.01
+                slope = 10.0 * abs(float(tb.ocv(np.array([soc + ds]), np.array([tc]))[0]
+                                         - tb.ocv(np.array([soc - ds]), np.array([tc]))[0])
+                                   / (2 * ds))       # mV per % SOC
+                if slope > FLAT_MV_PER_PCT:
+                    continue
+                got.append((float(soc), float(tc), 0.5 * sign * (y - np.interp(soc, so, yo))))
+    return got
 
 
 def _steep_ends(m, tb):
@@ -218,7 +293,7 @@ def without_hysteresis(cases, tb, cap, hyst):
         c = dict(case.cols)
         tc = c.get("temp_core_c", c["temperature_c"])
         c["voltage_v"] = c["voltage_v"] - tb.hyst_v(c["time_s"], c["current_a"],
-                                                    case_soc(case, cap), tc)
+                                                    case_soc(case, cap), tc, case.h0)
         twin = copy.copy(case)
         twin.cols = c
         out.append(twin)

@@ -129,6 +129,7 @@ def uniform(case, dt=THERMAL_DT_S):
     cols["current_a"] = cur
     out = Case(case.path, case.profile, case.ambient_c, case.role, cols)
     out.name = case.name
+    out.h0 = case.h0
     return out
 
 

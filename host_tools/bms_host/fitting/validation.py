@@ -11,7 +11,7 @@ def evaluate(case, tables, capacity_ah):
     soc = case_soc(case, capacity_ah, tables)
     tcm = cols.get("temp_core_c", cols["temperature_c"])
     sim = ecm.simulate(tables, cols["time_s"], cols["current_a"], cols["ambient_c"], soc[0],
-                       tcm[0], cols["temperature_c"][0])
+                       tcm[0], cols["temperature_c"][0], hyst0=case.h0)
     err = sim["voltage_v"] - cols["voltage_v"]
     terr = sim["temp_surface_c"] - cols["temperature_c"]
     i = cols["current_a"]
