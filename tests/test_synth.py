@@ -216,6 +216,71 @@ def test_lfp_pocv_pair_shows_the_hysteresis_gap():
         assert 2 * hyst["half_gap_v"] < gap < 2 * hyst["half_gap_v"] + 0.03, (soc, gap)
 
 
+@pytest.mark.parametrize("cell", [c for c in ("lgm50", "lfp") if c in CELL_DIRS])
+def test_every_start_is_labelled_on_the_full_start_scale(cell):
+    # set_initial_state places a start at stoichiometric SOC s linearly in the electrodes'
+    # windows, so its Q_rem0 = Q_c20 - (1 - s) * window: the simulated starts inside (0.1,
+    # 0.9) give the window, and a start at empty (rested on the cut-off, below a C/20
+    # discharge's end) must lie on the same line, below 0 (it was labelled 0)
+    man = manifest(cell)
+    q = {}
+    for f in man["files"]:
+        q.setdefault(f["init_soc_stoich"], set()).add(f["q_rem0_ah"])
+    assert all(len(v) == 1 for v in q.values()), q
+    q = {s: v.pop() for s, v in q.items()}
+    q_c20 = man["c20_capacity_25c_ah"]
+    assert abs(q[1.0] - q_c20) < 1e-6
+    window = (q[0.9] - q[0.1]) / 0.8
+    assert window > q_c20
+    for s, q0 in q.items():
+        assert abs(q0 - (q_c20 - (1.0 - s) * window)) < 2e-4 * q_c20, (s, q0)
+    assert q[0.0] < -1e-3 * q_c20
+    # the C/20 charge from empty stops at the upper cut-off before the OCV gets there
+    chg = load(DATA / cell / "pocv_chg_25C.csv")
+    assert chg["soc_true"][0] < 0 and 0.98 < max(chg["soc_true"]) < 1.0
+
+
+@pytest.mark.parametrize("cell", [c for c in ("lgm50", "lfp") if c in CELL_DIRS])
+def test_an_empty_start_is_labelled_from_the_stoichiometry_window(cell):
+    # synth_dfn.c20_remaining_ah below the C/20 end: Q_c20 less the window's charge, the
+    # window the one the simulated starts at 0.1 and 0.9 (C/20 discharges) imply
+    pytest.importorskip("pybamm")
+    from bms_host.synth_cells import cell_spec
+    from bms_host.synth_dfn import c20_remaining_ah, window_charge_ah
+
+    man = manifest(cell)
+    q = {f["init_soc_stoich"]: f["q_rem0_ah"] for f in man["files"]}
+    spec = cell_spec(cell)
+    window = window_charge_ah(spec)
+    assert abs(window - (q[0.9] - q[0.1]) / 0.8) < 1e-4 * window
+    q_c20 = q[1.0]    # (the manifest's c20_capacity_25c_ah is rounded)
+    assert math.isclose(c20_remaining_ah(spec, 0.0, q_c20), q_c20 - window, abs_tol=1e-12)
+    assert abs(c20_remaining_ah(spec, 0.0, q_c20) - q[0.0]) < 1e-9
+
+
+@pytest.mark.parametrize("cell", [c for c in ("lgm50", "lfp") if c in CELL_DIRS])
+def test_manifest_keys_are_the_codes(cell):
+    # the committed files are what `bms-host synth` makes now: a change of the simulation or
+    # of the soc_true label (synth.file_key) shows here until the data are regenerated
+    pytest.importorskip("pybamm")
+    import argparse
+
+    from bms_host import synth
+    from bms_host.synth_files import _file_name, _pybamm_version
+
+    man = manifest(cell)
+    if man["pybamm_version"] != _pybamm_version():
+        pytest.skip("data made with PyBaMM %s" % man["pybamm_version"])
+    spec, tasks = synth.plan(argparse.Namespace(cell=cell, quick=False, profiles=None,
+                                                ambients=None))
+    keys = {f["file"]: f["input_key"] for f in man["files"]}
+    for p, a in tasks:
+        key = synth.file_key(spec, a, p)
+        assert keys[_file_name(p, a)] == key, _file_name(p, a)
+        # only the starts at empty carry a label tag; the rest keep the simulation's key
+        assert (key == synth.experiment_key(spec, a, p)) == (p["init_soc"] > 0)
+
+
 def test_aged_use_levels_fade_and_grow_in_order():
     if len(USE_DIRS) < 4:
         pytest.skip("data/lgm50_aged<LEVEL> missing: bms-host synth --cell lgm50 --aged-use "

@@ -59,14 +59,34 @@ def configure(parser):
     parser.add_argument("--no-cache", action="store_true", help="ignore cached results")
 
 
-def q_rem(spec, init_soc, use_cache=True):
-    key = "qrem-" + _hash([CODE_VERSION, _pybamm_version(), spec, round(init_soc, 6)])[:24]
-    return _cached_json(key, lambda: {"q_ah": c20_remaining_ah(spec, init_soc)},
+# Up to synth-6 a start at empty (rested on the lower cut-off) was labelled Q_rem0 = 0, the
+# C/20 discharge's end state, which it lies below (synth_dfn.c20_remaining_ah): its label is
+# now counted from full. The tag is in the keys of those starts' Q_rem0 and files only, so
+# they are re-labelled while their simulations (and every other file) stay cached.
+EMPTY_LABEL = "empty start: Q_rem0 = Q_c20 - stoichiometry window"
+
+
+def _label_tag(init_soc):
+    return [EMPTY_LABEL] if init_soc <= 1e-9 else []
+
+
+def q_rem(spec, init_soc, use_cache=True, q_c20=None):
+    key = "qrem-" + _hash([CODE_VERSION, _pybamm_version(), spec, round(init_soc, 6)]
+                          + _label_tag(init_soc))[:24]
+    return _cached_json(key, lambda: {"q_ah": c20_remaining_ah(spec, init_soc, q_c20)},
                         use_cache)["q_ah"]
 
 
 def experiment_key(spec, ambient_c, profile):
+    """Key of the simulation (its cache entry)."""
     return _hash([CODE_VERSION, _pybamm_version(), spec, float(ambient_c), profile])
+
+
+def file_key(spec, ambient_c, profile):
+    """Key of the file (the manifest's input_key): the simulation and its soc_true label."""
+    key = experiment_key(spec, ambient_c, profile)
+    tag = _label_tag(profile["init_soc"])
+    return _hash([key] + tag) if tag else key
 
 
 def run_experiment(task):
@@ -158,7 +178,7 @@ def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
         except (ValueError, KeyError, TypeError):
             old = {}
     # Fast path: every output file is present with the same inputs and contents.
-    keys = {_file_name(p, a): experiment_key(spec, a, p) for p, a in tasks}
+    keys = {_file_name(p, a): file_key(spec, a, p) for p, a in tasks}
     fresh = all(
         use_cache and name in old and old[name].get("input_key") == key
         and (out / name).exists() and sha256_file(out / name) == old[name].get("sha256")
@@ -175,7 +195,7 @@ def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
     for p in profiles:
         s = p["init_soc"]
         if s not in qr:
-            qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache)
+            qr[s] = q_c20 if s == 1.0 else q_rem(spec, s, use_cache, q_c20)
     work = [(spec, a, p, q_c20, qr[p["init_soc"]], use_cache) for p, a in tasks]
     # the longest first, so two workers finish together
     order = {"urban": 0, "dst": 0, "highway": 1, "aggressive": 1, "hppc": 1, "pulses": 1,
@@ -212,13 +232,14 @@ def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
                       "description": p["desc"], "init_soc_stoich": p["init_soc"],
                       "sample_s": p["dt"], "duration_s": meta["duration_s"],
                       "rows": meta["rows"], "end_reason": meta["end_reason"],
-                      "notes": meta["notes"], "q_rem0_ah": meta["q_rem0_ah"],
+                      # Q_rem0 as labelled now (a cached run's meta may hold an older one)
+                      "notes": meta["notes"], "q_rem0_ah": w[4],
                       "discharged_ah": round(meta["discharged_ah"], 6),
                       "v_min": round(meta["v_min"], 5), "v_max": round(meta["v_max"], 5),
                       "t_surface_max_c": round(meta["t_surface_max_c"], 3),
                       "t_core_max_c": round(meta["t_core_max_c"], 3),
                       "core_minus_surface_max_k": round(meta["core_minus_surface_max_k"], 3),
-                      "wall_s": meta["wall_s"], "input_key": meta["key"],
+                      "wall_s": meta["wall_s"], "input_key": file_key(spec, a, p),
                       "sha256": sha256_file(path)})
         if spec.get("hysteresis"):
             files[-1]["init_hysteresis_state"] = initial_hysteresis_state(p["init_soc"])
@@ -229,6 +250,9 @@ def generate(spec, tasks, out, jobs=2, use_cache=True, extra_manifest=None):
             if name not in made and (out / name).exists()
             and sha256_file(out / name) == f.get("sha256")]
     all_amb = sorted({float(a) for a in ambients} | {float(f["ambient_c"]) for f in kept})
-    write_manifest(out, spec, all_amb, kept + files, q_c20, extra_manifest)
+    # in the folder's order, new files last: a re-run changes the entries it re-made only
+    pos = {name: k for k, name in enumerate(old)}
+    entries = sorted(kept + files, key=lambda f: pos.get(f["file"], len(pos)))
+    write_manifest(out, spec, all_amb, entries, q_c20, extra_manifest)
     print("synth: wrote %d files to %s" % (len(files), out))
     return 0

@@ -15,7 +15,9 @@ CSV columns (one row per sample, noise-free truth):
     soc_true       (Q_rem0 - integral_0^t I dt) / Q_c20_25, where Q_rem0 is the charge a
                    C/20 discharge at 25 degC takes from the experiment's initial state to the
                    lower cut-off (simulated from the same initial stoichiometry) and Q_c20_25
-                   the C/20 discharge capacity from full at 25 degC.
+                   the C/20 discharge capacity from full at 25 degC. A start at empty rests on
+                   the cut-off, below where a C/20 discharge stops: its Q_rem0 is Q_c20_25
+                   less the charge between it and full (the stoichiometry window), < 0.
 """
 import hashlib
 import json
@@ -162,7 +164,9 @@ def write_manifest(out, spec, ambients, files, q_c20, extra=None):
             "Q_rem0 = charge a C/20 discharge at 25 degC takes from the experiment's initial "
             "state (same initial stoichiometry, simulated) to the lower cut-off; Q_c20_25 = "
             "C/20 discharge capacity from full at 25 degC (c20_capacity_25c_ah). The integral "
-            "is exact for the zero-order-hold current."),
+            "is exact for the zero-order-hold current. A start at empty (rested on the lower "
+            "cut-off, below a C/20 discharge's end state) has Q_rem0 = Q_c20_25 - the charge "
+            "between it and full (the electrodes' stoichiometry window): negative."),
         "noise": "none: files are noise-free truth, consumers add sensor noise",
         "files": files,
         "dataset_sha256": h.hexdigest(),
