@@ -229,8 +229,7 @@ class CellEstimator:
         the OCV table when the hysteresis branch is not known (see BOOT_BISECT)."""
         p, tab = self.p, self.tab
         s = model.soc_from_ocv(p, v, temp_c, tab, BOOT_BISECT)
-        w = soh.OCV_SIGMA_MV + (soh.OCV_SIGMA_COLD * (25.0 - temp_c) if temp_c < 25.0 else 0.0)
-        w *= 0.001
+        w = soh.ocv_sigma_mv(temp_c) * 0.001
         if self.hyst is not None:
             self.hyst.volts(s, temp_c)
             w += self.hyst.m_v
@@ -300,8 +299,9 @@ class CellEstimator:
         if self.flat_var > 0.0:
             extra += self.flat_var / dt_s
         v_term = v_meas
+        cap_as = self.capacity_ah() * 3600.0
         if self.hyst is not None:
-            v_meas, var = self._hysteresis(i_a, v_meas, dt_s)
+            v_meas, var = self._hysteresis(i_a, v_meas, dt_s, cap_as)
             extra += var
         base = self.rv_base
         f0 = self.cfg0[ukf.CFG_V_FLOOR]
@@ -318,7 +318,7 @@ class CellEstimator:
         u[ukf.U_DT] = dt_s
         u[ukf.U_V] = v_meas
         u[ukf.U_TS] = ts_meas
-        u[ukf.U_CAP] = self.capacity_ah() * 3600.0
+        u[ukf.U_CAP] = cap_as
         u[ukf.U_R0] = self.r0_feed()
         u[ukf.U_SHIFT] = self.shift
         soc_before = self.x[ukf.SOC]
@@ -381,11 +381,12 @@ class CellEstimator:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
-    def _hysteresis(self, i_a, v, dt_s):
-        """Advance the hysteresis with the (offset-corrected) current; returns the voltage
-        without M*h and the variance (mV^2) of what is not known about h (HYST_PERSIST_S)."""
+    def _hysteresis(self, i_a, v, dt_s, cap_as):
+        """Advance the hysteresis with the (offset-corrected) current in a cell of cap_as
+        (A*s); returns the voltage without M*h and the variance (mV^2) of what is not known
+        about h (HYST_PERSIST_S)."""
         hy = self.hyst
-        hy.advance(i_a - self.x[ukf.BIAS] * 0.001, dt_s, self.capacity_ah() * 3600.0)
+        hy.advance(i_a - self.x[ukf.BIAS] * 0.001, dt_s, cap_as)
         hv, hs = hy.volts(self.x[ukf.SOC] * 0.01, self.x[ukf.TC])
         self.hyst_v = hv
         hs *= 1000.0
@@ -442,7 +443,7 @@ class CellEstimator:
                              - model.ocv(self.p, lo, tc, tab))   # mV per % SOC
             if slope <= 0.1:
                 return
-            e = soh.OCV_SIGMA_MV + soh.OCV_SIGMA_COLD * cold
+            e = soh.ocv_sigma_mv(tc)
             r = soh.RELAX_FRAC * drop_mv
             sig = math.sqrt(e * e + r * r) / slope * 0.01
         self.resync_armed = False

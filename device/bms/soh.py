@@ -56,6 +56,11 @@ R_SYS = 0.05           # the RLS factor's systematic spread (pulse R depends on 
 R_AVG = 0.02           # weight of one RLS update in the factor's running variance
 
 
+def ocv_sigma_mv(temp_c):
+    """The OCV table's error (mV) at temp_c (OCV_SIGMA_MV, more in the cold)."""
+    return OCV_SIGMA_MV + (OCV_SIGMA_COLD * (25.0 - temp_c) if temp_c < 25.0 else 0.0)
+
+
 class CapacityEstimator:
     def __init__(self, nominal_ah, v_max=None):
         self.nominal_ah = nominal_ah
@@ -161,7 +166,7 @@ class CapacityEstimator:
         if slope <= 0.1:
             return
         r = RELAX_FRAC * rc_mv
-        e = OCV_SIGMA_MV + (OCV_SIGMA_COLD * (25.0 - tc) if tc < 25.0 else 0.0)
+        e = ocv_sigma_mv(tc)
         sig = math.sqrt(e * e + r * r) / slope * 0.01
         if sig <= MAX_ANCHOR_SIGMA and (self.cand_soc is None or sig <= 1.2 * self.cand_sigma):
             self.cand_soc = soc

@@ -50,7 +50,7 @@ def test_an_unknown_branch_weighs_no_more_the_longer_a_rest_lasts():
     for k in range(360):
         e.step(0.0, 3.7, 25.0, 25.0, 10.0)
         if k in (0, 359):
-            var.append(e._hysteresis(0.0, 3.7, 10.0)[1])
+            var.append(e._hysteresis(0.0, 3.7, 10.0, CAP * 3600.0)[1])
     m = M_V * 1000.0 * hysteresis.SIGMA_UNKNOWN
     assert abs(var[0] - m * m * (estimator.HYST_PERSIST_S + 20.0) / 10.0) < 1.0, var
     assert var[1] > 6.0 * var[0], var

@@ -79,16 +79,21 @@ def half_gap(cases, tb, cap):
     return np.array([rows[have[np.argmin(abs(have - t))]] for t in tb.temp])
 
 
+def _rest_end_rows(case, min_s):
+    """(rows, rest time): the last row of every rest of min_s or more in a case, and each
+    row's time at rest (problem.rest_time)."""
+    rested = rest_time(case)
+    last = np.append(case.cols["current_a"][1:] != 0.0, True)
+    return np.nonzero((rested >= min_s) & last)[0], rested
+
+
 def _rest_ends(cases, tb, cap):
     """The last row of every rest of REST_END_S or more after a short load: per case
     (case, rows, y = V - OCV(soc, T), SOC, core temperature)."""
     out = []
     for case in cases:
         c = case.cols
-        i = c["current_a"]
-        rested = rest_time(case)
-        last = np.append(i[1:] != 0.0, True)
-        k = np.nonzero((rested >= REST_END_S) & last)[0]
+        k, rested = _rest_end_rows(case, REST_END_S)
         # only rests after a short load: a long one leaves its RC and diffusion tails
         k = k[[_load_ah(c, rested, j) <= LOAD_MAX_SOC * cap for j in k]]
         if len(k) < 2:
@@ -222,13 +227,10 @@ def _branch_rests(cases, tb, cap, gamma):
     out = {}
     for case in cases:
         c = case.cols
-        i = c["current_a"]
-        since = rest_time(case)
-        last = np.append(i[1:] != 0.0, True)
-        k = np.nonzero((since >= BRANCH_REST_S) & last)[0]
+        k = _rest_end_rows(case, BRANCH_REST_S)[0]
         if len(k) == 0:
             continue
-        h = ecm.hysteresis_path(c["time_s"], i, cap, gamma, case.h0)[k]
+        h = ecm.hysteresis_path(c["time_s"], c["current_a"], cap, gamma, case.h0)[k]
         k, h = k[abs(h) >= BRANCH_H], h[abs(h) >= BRANCH_H]
         soc = case_soc(case, cap)[k]
         tc = c.get("temp_core_c", c["temperature_c"])[k]
