@@ -337,9 +337,9 @@ class CellEstimator:
         # above 100 % under load and stay there.
         s = self.x[ukf.SOC]
         if s > SOC_HI_PCT:
-            self.x[ukf.SOC] = SOC_HI_PCT
+            self.project_soc(SOC_HI_PCT)
         elif s < SOC_LO_PCT:
-            self.x[ukf.SOC] = SOC_LO_PCT
+            self.project_soc(SOC_LO_PCT)
         if v_meas == v_meas:
             self._resync(i_a - self.x[ukf.BIAS] * 0.001, v_term)
         base = cfg[ukf.CFG_RV] - extra
@@ -380,6 +380,22 @@ class CellEstimator:
         if self.run_s >= SETTLE_S:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
+
+    def project_soc(self, bound):
+        """Put the SOC on bound (%) and move the other states with it by their covariance
+        with the SOC: the whole estimate projected onto the bound (weighted by P), not
+        the SOC alone. Clipping only the SOC kept what the same update had put into the
+        states correlated with it: a PyBaMM LFP resting at 3.60 V at full learnt +70 mA
+        of a true +30 mA current offset in five minutes, and its SOC then ran 1.8 points
+        high over a 2 h drive (the bench's highway rows)."""
+        x, P, n = self.x, self.P, ukf.NX
+        if P[0] <= 0.0:
+            x[ukf.SOC] = bound
+            return
+        f = (x[ukf.SOC] - bound) / P[0]
+        for k in range(1, n):
+            x[k] -= f * P[k * n]
+        x[ukf.SOC] = bound
 
     def _hysteresis(self, i_a, v, dt_s, cap_as):
         """Advance the hysteresis with the (offset-corrected) current in a cell of cap_as

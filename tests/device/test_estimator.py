@@ -165,6 +165,24 @@ def test_diffusion_shift_lags_the_current_and_moves_the_ocv():
     assert abs(model.shift_ahead(p, d, CAP, 25.0, 1e6) - g * CAP) < 1e-12
 
 
+def test_a_soc_past_full_is_projected_with_the_states_correlated_with_it():
+    est = _est()
+    est.init(0.9, 25.0, 0.02)
+    n = ukf.NX
+    x, P = est.x, est.P
+    x[ukf.SOC] = 103.0
+    x[ukf.BIAS] = 40.0
+    P[ukf.BIAS * n] = P[ukf.BIAS] = 1.5     # SOC-offset covariance (% * mA)
+    p_before = list(P)
+    v1 = x[ukf.V1]
+    est.project_soc(100.0)
+    assert x[ukf.SOC] == 100.0
+    want = 40.0 - 3.0 * 1.5 / P[0]          # the offset takes its share of the 3 points
+    assert abs(x[ukf.BIAS] - want) < 1e-9 * abs(want), (x[ukf.BIAS], want)
+    assert x[ukf.V1] == v1 - 3.0 * P[ukf.V1 * n] / P[0]
+    assert list(P) == p_before               # the covariance is left as it was
+
+
 def test_ocv_rises_past_the_top_of_the_soc_grid_and_all_else_holds():
     p = model.pack(sample_cal.calibration(CAP))
     ns = int(p[model.N_SOC])

@@ -66,6 +66,15 @@ def default_options():
             # mV up). Not below: there the OCV takes up the end-of-discharge knee that the
             # diffusion shift only approximates (LFP cp 5-7 -> 10-17 mV when held)
             "prior_ocv_gap": 10.0, "prior_ocv_gap_from": 0.5,
+            # the OCV node at the top of the grid: its pull to the C/20 curve's rested
+            # full cell this much firmer (LFP: the loaded rows of every discharge's first
+            # percent pulled it 37 mV below the 3.600 V that each trace rests at there,
+            # and a filter whose SOC sits at 100 % put that gap into the current offset)
+            "prior_ocv_full": 1.0,
+            # OCV nodes below the lowest rested SOC: their pull to the C/20 curve this
+            # much firmer (1: left to the loaded rows, which bend them to take up the
+            # end-of-discharge knee; LFP at 9 % SOC: 36 mV above the cell's rested OCV)
+            "prior_ocv_low": 1.0,
             # a table column above the warmest ambient, Arrhenius-extrapolated (from the
             # HPPC tables, then once more from the fitted ones: ext_passes fits in all)
             "t_extend_c": 65.0, "ext_passes": 2,

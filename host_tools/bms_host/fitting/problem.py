@@ -147,6 +147,15 @@ def _rest_gaps(support_row):
     return gap
 
 
+def _below_rests(support_row):
+    """Nodes of one temperature's SOC grid below the lowest that a rest reaches."""
+    have = np.nonzero(support_row >= 1.0)[0]
+    below = np.zeros(len(support_row), dtype=bool)
+    if len(have):
+        below[:have[0]] = True
+    return below
+
+
 def _relaxed_voltage(case):
     """Terminal voltage with each long rest's rows rested REST_OCV_S or more moved to the
     voltage the rest relaxes to. A cold rest still drifts at its end (LG M50 at 0 degC,
@@ -415,6 +424,8 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P, rest_supp
         for j in range(nt):
             gap = _rest_gaps(rest_support[j * ns:(j + 1) * ns]) if name == "ocv_v" \
                 and rest_support is not None else np.zeros(ns, dtype=bool)
+            below = _below_rests(rest_support[j * ns:(j + 1) * ns]) if name == "ocv_v" \
+                and rest_support is not None else np.zeros(ns, dtype=bool)
             for s in range(1, ns - 1):
                 r = np.zeros(P)
                 r[off + j * ns + s - 1:off + j * ns + s + 2] = np.array([1.0, -2.0, 1.0])
@@ -432,6 +443,10 @@ def _regularisation(grid_soc, grid_t, tabs, ocv_c20, opts, support, P, rest_supp
                                else 30.0 if support[gi] < 20 else 1.0)
                 if gap[s] and grid_soc[s] >= opts["prior_ocv_gap_from"]:
                     lam *= opts["prior_ocv_gap"]
+                if name == "ocv_v" and s == ns - 1:
+                    lam *= opts.get("prior_ocv_full", 1.0)
+                if name == "ocv_v" and below[s]:
+                    lam *= opts.get("prior_ocv_low", 1.0)
                 r = np.zeros(P)
                 r[gi] = lam / sc[j]
                 regs.append(r)
