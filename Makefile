@@ -50,7 +50,7 @@ bench: bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench
 
 bench-accuracy: $(STAMP)
 	$(BIN)/bms-host bench accuracy
-	# the LFP cell: its floors are shown (the random pulses, the 2C charge, drives from mid-plateau and the warm highway miss them) but do not fail the target
+	# the LFP cell: its floors are shown (the random pulses, the 2C charge at 45 degC and the drives from mid-plateau miss them) but do not fail the target
 	-$(BIN)/bms-host bench accuracy --cell lfp --no-peer
 
 bench-speed: $(STAMP) apt
