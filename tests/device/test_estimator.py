@@ -183,6 +183,18 @@ def test_a_soc_past_full_is_projected_with_the_states_correlated_with_it():
     assert list(P) == p_before               # the covariance is left as it was
 
 
+def test_soc_sigma_counts_the_diffusion_shifts_error():
+    est = _est()
+    est.init(0.5, 25.0, 0.02)
+    base = est.soc_sigma()
+    est.shift = 0.1                          # 10 points of shift after a long load
+    grown = est.soc_sigma()
+    want = estimator.SHIFT_SIGMA_REL * 0.1
+    assert abs(grown * grown - base * base - want * want) < 1e-4 * want * want, (grown, base)
+    est.shift = -0.1                         # a charge's shift counts the same
+    assert abs(est.soc_sigma() - grown) < 1e-12
+
+
 def test_ocv_rises_past_the_top_of_the_soc_grid_and_all_else_holds():
     p = model.pack(sample_cal.calibration(CAP))
     ns = int(p[model.N_SOC])
