@@ -59,7 +59,8 @@ SIGMA_SOC_OCV = 0.5       # % SOC, added in quadrature
 BIAS_TAU_S = 300.0
 # The diffusion shift d is one gain for every load, and where the voltage decides the
 # SOC, the SOC is the OCV's SOC plus d: the gain's error is the SOC's, one for one.
-# soc_sigma() counts it with this relative sigma. The LFP's fit traces each prefer
+# soc_sigma() counts it with this relative sigma, and the flat-OCV noise (FLAT_*) counts
+# it as model error read through the OCV slope. The LFP's fit traces each prefer
 # 0.06-0.07/A (adopted 0.07), and at the knee 0.01/A is 30-150 mV: without it the filter
 # ended an aggressive drive near empty 2.1 points high with a 0.7 % sigma.
 SHIFT_SIGMA_REL = 0.2
@@ -102,7 +103,8 @@ RESYNC_REARM_V = 0.05         # re-armed this far inside both ends
 # voltage gets up to the white noise equivalent of an error held FLAT_TAU_S (E^2 tau / dt,
 # times 1 - (FLAT_SOC_PCT * slope / E)^2, so it sets in smoothly), and the filter
 # coulomb-counts there and still reads the voltage where the OCV is steep.
-# E = FLAT_MODEL_MV + FLAT_REL * the model overpotential (as the voltage noise floor).
+# E = FLAT_MODEL_MV + FLAT_REL * the model overpotential (as the voltage noise floor),
+# and in quadrature the diffusion shift's error (SHIFT_SIGMA_REL) times the OCV slope.
 # The slope is the secant over +-FLAT_SIGMAS of the filter's SOC sigma (at least 2
 # points): a filter far from sure sees the steep parts its SOC may be in and converges.
 FLAT_MODEL_MV = 1.0
@@ -429,6 +431,8 @@ class CellEstimator:
         slope = 10.0 * (model.ocv(self.p, hi, tc, self.tab)
                         - model.ocv(self.p, lo, tc, self.tab)) / (hi - lo)
         e = FLAT_MODEL_MV + FLAT_REL * self.eta_mv
+        d = SHIFT_SIGMA_REL * 100.0 * self.shift * slope
+        e = math.sqrt(e * e + d * d)
         g = FLAT_SOC_PCT * slope / e
         self.flat_var = e * e * FLAT_TAU_S * (1.0 - g * g) if g < 1.0 else 0.0
 

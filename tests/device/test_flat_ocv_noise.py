@@ -55,3 +55,20 @@ def test_steep_ocv_is_still_read():
     for _ in range(300):
         est.step(0.0, v, 25.0, 25.0, 1.0)
     assert abs(est.soc() - 0.12) < 0.01, est.soc()
+
+
+def test_a_diffusion_shift_counts_as_model_error_where_it_moves_the_voltage():
+    # 2 mV per % SOC: steep enough that the filter reads it, until a load's shift (whose
+    # gain is known to SHIFT_SIGMA_REL) stands for more than FLAT_SOC_PCT of SOC
+    cal = sample_cal.calibration(CAP)
+    cal["tables"]["ocv_v"] = [[3.3 + 0.2 * (s - 0.5) for s in SOC]
+                              for _ in cal["tables"]["temp_c"]]
+    est = estimator.CellEstimator(cal, backends.PythonBackend())
+    est.init(0.5, 25.0, 0.01)
+    est._flat_noise()
+    assert est.flat_var == 0.0
+    est.shift = 0.1
+    est._flat_noise()
+    e2 = estimator.FLAT_MODEL_MV ** 2 + (estimator.SHIFT_SIGMA_REL * 10.0 * 2.0) ** 2
+    want = e2 * estimator.FLAT_TAU_S * (1.0 - (estimator.FLAT_SOC_PCT * 2.0) ** 2 / e2)
+    assert abs(est.flat_var - want) < 1e-3 * want, (est.flat_var, want)
