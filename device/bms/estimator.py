@@ -431,7 +431,7 @@ class CellEstimator:
         slope = 10.0 * (model.ocv(self.p, hi, tc, self.tab)
                         - model.ocv(self.p, lo, tc, self.tab)) / (hi - lo)
         e = FLAT_MODEL_MV + FLAT_REL * self.eta_mv
-        d = SHIFT_SIGMA_REL * 100.0 * self.shift * slope
+        d = self.shift_sigma_pct() * slope
         e = math.sqrt(e * e + d * d)
         g = FLAT_SOC_PCT * slope / e
         self.flat_var = e * e * FLAT_TAU_S * (1.0 - g * g) if g < 1.0 else 0.0
@@ -533,9 +533,13 @@ class CellEstimator:
                 slope = 1.0        # mV per % SOC, flat regions floored
             b = BIAS_BASE_MV * BIAS_BASE_MV + self.bias_mv * self.bias_mv
             v += b / (slope * slope)
-        d = SHIFT_SIGMA_REL * 100.0 * self.shift
+        d = self.shift_sigma_pct()
         v += SIGMA_SOC_OCV * SIGMA_SOC_OCV + d * d
         return math.sqrt(v) / 100.0
+
+    def shift_sigma_pct(self):
+        """% SOC: what the diffusion shift's gain error (SHIFT_SIGMA_REL) moves the SOC by."""
+        return SHIFT_SIGMA_REL * 100.0 * self.shift
 
     def temp_core_c(self):
         return self.x[ukf.TC]
