@@ -46,10 +46,18 @@ V_FLOOR_REL = 0.3         # voltage noise floor added per mV of model overpotent
 # left" through the SOC-temperature covariance: the measured LG M50 at 45 degC, its heat
 # overestimated by 4 degC, read 26 points high at 1.5C (bms-host bench real).
 Q_TEMP_PER_C2 = 0.06      # degC per sqrt(s) per C^2, added in quadrature
-# Honest sigma: a persistent voltage bias b (the slow mean of the innovation, plus a
-# base that reflects the calibration's known bias) moves the SOC by b / (dOCV/dSOC),
-# which a white-noise filter does not count. soc_sigma() adds it (Schmidt's "consider"),
-# and the OCV table's own SOC-axis uncertainty: at the ends of the OCV the slope is steep,
+# Honest sigma: a persistent voltage bias b moves the SOC, which a white-noise filter
+# does not count. soc_sigma() adds it (Schmidt's "consider"): the slow mean of the
+# innovation, a bias the filter sees now, through the local slope, b / (dOCV/dSOC); and
+# the calibration's unseen bias BIAS_BASE_MV through the SOC's sensitivity to it, s_bias
+# (% per mV), carried from step to step: each voltage update that takes the share a of
+# the SOC's variance gives s <- (1 - a) s + a / slope. Where the filter reads the voltage
+# s is 1 / slope; where it coulomb-counts (the flat-OCV noise) it keeps what the last
+# reading left. An LFP drive from full, read at its steep top: mean sigma 3.6-4.1 % ->
+# 1.4-2.8 %, and the SOC started 20 points off mid-plateau, read there: 3.0-3.3 % ->
+# 3.7-4.1 % (b / slope at every step had both the same). The shift's error (below) is
+# carried the same way. Then the OCV table's own SOC-axis uncertainty: at the ends of
+# the OCV the slope is steep,
 # b / slope vanishes, yet a measured cell's rested voltage there still moves for hours
 # after a load and its end points shift with temperature and rate (measured LG M50,
 # bms-host bench real: SOC off by 0.6-1.3 points in the rests near empty, where
@@ -59,10 +67,11 @@ SIGMA_SOC_OCV = 0.5       # % SOC, added in quadrature
 BIAS_TAU_S = 300.0
 # The diffusion shift d is one gain for every load, and where the voltage decides the
 # SOC, the SOC is the OCV's SOC plus d: the gain's error is the SOC's, one for one.
-# soc_sigma() counts it with this relative sigma, and the flat-OCV noise (FLAT_*) counts
-# it as model error read through the OCV slope. The LFP's fit traces each prefer
-# 0.06-0.07/A (adopted 0.07), and at the knee 0.01/A is 30-150 mV: without it the filter
-# ended an aggressive drive near empty 2.1 points high with a 0.7 % sigma.
+# soc_sigma() counts it with this relative sigma (as it entered the SOC, s_shift), and
+# the flat-OCV noise (FLAT_*) counts it as model error read through the OCV slope. The
+# LFP's fit traces each prefer 0.06-0.07/A (adopted 0.07), and at the knee 0.01/A is
+# 30-150 mV: without it the filter ended an aggressive drive near empty 2.1 points high
+# with a 0.7 % sigma.
 SHIFT_SIGMA_REL = 0.2
 SIGMA_SOC_MIN = 0.0       # floor on the filter's own SOC sigma (%), keeps it responsive
 # The RLS factor reaches the filter slowly and through a dead band: a fresh cell's pulse
@@ -160,6 +169,9 @@ class CellEstimator:
         self.rv_mv2 = 0.0         # voltage noise variance of the last step (mV^2)
         self.bias_mv = 0.0        # slow mean of the voltage innovation (mV)
         self.flat_var = 0.0       # flat-OCV noise variance times the step (mV^2 s), FLAT_*
+        self.flat_slope = 1.0     # the OCV secant _flat_noise used (mV per % SOC)
+        self.s_bias = 0.0         # SOC error per mV of unseen voltage bias (% / mV)
+        self.s_shift = 0.0        # SOC error per unit of relative shift-gain error (%)
         self.flat_age_s = FLAT_EVERY_S
         v_max = self.limits.get("v_max")
         v_min = self.limits.get("v_min")
@@ -206,6 +218,8 @@ class CellEstimator:
         self.eta_mv = 0.0
         self.run_s = 0.0
         self.bias_mv = 0.0
+        self.s_bias = 0.0
+        self.s_shift = 0.0
         self.flat_age_s = FLAT_EVERY_S    # look the OCV slope up on the first step
         self.out[ukf.OUT_V] = model.ocv(self.p, soc, temp_c, self.tab)  # prediction at rest
         self.out[ukf.OUT_TS] = temp_c
@@ -219,14 +233,16 @@ class CellEstimator:
         self.stored = (soc, sigma, h, h_sigma)
 
     def soc_state(self):
-        """(SOC, the filter's own SOC sigma, h, h's sigma) to keep over a reboot, fractions
-        (h and its sigma None without hysteresis); None before the first step. The
-        filter's own sigma, not soc_sigma(): that one's bias terms come back by
-        themselves after a boot."""
+        """(SOC, its sigma, h, h's sigma) to keep over a reboot, fractions (h and its
+        sigma None without hysteresis); None before the first step. The sigma is the
+        filter's own with what an unseen bias has put into the SOC (_consider_var): a
+        boot starts that sensitivity at zero. The seen bias (bias_mv) and the OCV table's
+        error come back by themselves."""
         if not self.ready:
             return None
         p0 = self.P[0]
-        sig = math.sqrt(p0 if p0 > 0.0 else 0.0) * 0.01
+        p0 = (p0 if p0 > 0.0 else 0.0) + self._consider_var()
+        sig = math.sqrt(p0) * 0.01
         hy = self.hyst
         if hy is None:
             return (self.soc(), sig, None, None)
@@ -331,7 +347,16 @@ class CellEstimator:
         u[ukf.U_SHIFT] = self.shift
         soc_before = self.x[ukf.SOC]
         self.rv_mv2 = cfg[ukf.CFG_RV]  # the voltage noise variance this step uses
+        # the SOC's predicted variance (its dynamics are linear: the offset state's share
+        # and the process noise), to see what share of it the update takes (_consider)
+        P = self.P
+        c = 0.1 * dt_s / cap_as        # % SOC per mA of offset over the step
+        qs = cfg[ukf.CFG_Q + ukf.SOC]
+        p_prior = P[0] + c * (2.0 * P[ukf.BIAS] + c * P[ukf.BIAS * (ukf.NX + 1)]) \
+            + qs * qs * dt_s
         st = self.backend.step(self.x, self.P, self.p, cfg, u, self.out)
+        if st == ukf.OK and v_meas == v_meas and p_prior > 0.0:
+            self._consider(1.0 - P[0] / p_prior)
         self.status = st
         if st != ukf.OK:
             self.errors += 1
@@ -389,6 +414,23 @@ class CellEstimator:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
+    def _consider(self, a):
+        """The SOC's sensitivity to an unseen voltage bias and to the shift's gain error,
+        after a voltage update that took the share a of the SOC's variance: the update's
+        gain is a / slope (the slope floored at 1 mV per %, as soc_sigma's), a bias b
+        enters the SOC by gain * b and the shift's error by gain * slope * shift."""
+        a = 0.0 if a < 0.0 else (1.0 if a > 1.0 else a)
+        h = self.flat_slope
+        k = a / (h if h > 1.0 else 1.0)
+        self.s_bias = (1.0 - a) * self.s_bias + k
+        self.s_shift = (1.0 - a) * self.s_shift + k * h * 100.0 * self.shift
+
+    def _consider_var(self):
+        """%^2: what an unseen bias and the shift's error have put into the SOC."""
+        sb = self.s_bias * BIAS_BASE_MV
+        ss = self.s_shift * SHIFT_SIGMA_REL
+        return sb * sb + ss * ss
+
     def project_soc(self, bound):
         """Put the SOC on bound (%) and move the other states with it by their covariance
         with the SOC: the whole estimate projected onto the bound (weighted by P), not
@@ -430,6 +472,7 @@ class CellEstimator:
         tc = self.x[ukf.TC]
         slope = 10.0 * (model.ocv(self.p, hi, tc, self.tab)
                         - model.ocv(self.p, lo, tc, self.tab)) / (hi - lo)
+        self.flat_slope = slope
         e = FLAT_MODEL_MV + FLAT_REL * self.eta_mv
         d = self.shift_sigma_pct() * slope
         e = math.sqrt(e * e + d * d)
@@ -488,7 +531,12 @@ class CellEstimator:
         if not s > 0.0:
             return
         d = soc * 100.0 - x[ukf.SOC]
-        if d * d > 9.0 * s:
+        reset = d * d > 9.0 * s
+        # what was read from the voltage before keeps the share 1 - gain of the SOC
+        f = 0.0 if reset else r / s
+        self.s_bias *= f
+        self.s_shift *= f
+        if reset:
             x[ukf.SOC] = soc * 100.0
             for k in range(1, n):
                 P[k] = 0.0
@@ -517,12 +565,13 @@ class CellEstimator:
         return self.x[ukf.SOC] / 100.0
 
     def soc_sigma(self):
-        """SOC sigma (fraction): the filter's own, plus what a persistent voltage bias
-        does to the SOC through the local OCV slope, the OCV table's own error and the
-        diffusion shift's (SHIFT_SIGMA_REL)."""
+        """SOC sigma (fraction): the filter's own, plus what an unseen voltage bias and the
+        diffusion shift's error have put into the SOC (_consider), what the bias seen now
+        does through the local OCV slope, and the OCV table's own error."""
         v = self.P[0]
         v = v if v > 0.0 else 0.0
-        if BIAS_BASE_MV > 0.0 or self.bias_mv != 0.0:
+        v += self._consider_var()
+        if self.bias_mv != 0.0:
             soc = self.x[ukf.SOC] / 100.0
             tc = self.x[ukf.TC]
             lo = soc - 0.02 if soc > 0.02 else 0.0
@@ -531,10 +580,8 @@ class CellEstimator:
                              - model.ocv(self.p, lo, tc, self.tab))
             if slope < 1.0:
                 slope = 1.0        # mV per % SOC, flat regions floored
-            b = BIAS_BASE_MV * BIAS_BASE_MV + self.bias_mv * self.bias_mv
-            v += b / (slope * slope)
-        d = self.shift_sigma_pct()
-        v += SIGMA_SOC_OCV * SIGMA_SOC_OCV + d * d
+            v += self.bias_mv * self.bias_mv / (slope * slope)
+        v += SIGMA_SOC_OCV * SIGMA_SOC_OCV
         return math.sqrt(v) / 100.0
 
     def shift_sigma_pct(self):

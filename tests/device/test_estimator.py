@@ -183,16 +183,40 @@ def test_a_soc_past_full_is_projected_with_the_states_correlated_with_it():
     assert list(P) == p_before               # the covariance is left as it was
 
 
-def test_soc_sigma_counts_the_diffusion_shifts_error():
-    est = _est()
-    est.init(0.5, 25.0, 0.02)
-    base = est.soc_sigma()
-    est.shift = 0.1                          # 10 points of shift after a long load
-    grown = est.soc_sigma()
-    want = estimator.SHIFT_SIGMA_REL * 0.1
-    assert abs(grown * grown - base * base - want * want) < 1e-4 * want * want, (grown, base)
-    est.shift = -0.1                         # a charge's shift counts the same
-    assert abs(est.soc_sigma() - grown) < 1e-12
+def test_the_soc_keeps_what_its_voltage_readings_put_in_it():
+    # an OCV of 2 mV per % SOC, read at rest: the SOC's sensitivity to an unseen voltage
+    # bias becomes 1 / slope, to the shift's gain error the shift itself (one for one); a
+    # direct SOC measurement (re-sync) leaves them the share its gain does not take
+    cal = sample_cal.calibration(CAP)
+    cal["tables"]["ocv_v"] = [[3.3 + 0.2 * (s - 0.5) for s in sample_cal.SOC]
+                              for _ in cal["tables"]["temp_c"]]
+    est = estimator.CellEstimator(cal, backends.PythonBackend())
+    est.init(0.5, 25.0, 0.05)
+    assert est.s_bias == 0.0 and est.s_shift == 0.0
+    sig0 = est.soc_sigma()
+    tab = [0.0] * model.NTAB
+    v = model.ocv(model.pack(cal), 0.5, 25.0, tab)
+    for _ in range(300):
+        est.step(0.0, v, 25.0, 25.0, 2.0)
+    assert abs(est.s_bias - 0.5) < 0.05, est.s_bias          # % per mV = 1 / slope
+    # two updates that each take half the SOC's variance, under a 0.1 shift: the shift's
+    # error enters at gain * slope * 10 points, gain = 0.5 / slope
+    est.s_shift = 0.0
+    est.shift = 0.1
+    est.flat_slope = 2.0
+    est._consider(0.5)
+    est._consider(0.5)
+    assert abs(est.s_shift - (0.5 * 5.0 + 5.0)) < 1e-9, est.s_shift
+    own = est.P[0]
+    consider = (est.s_bias * estimator.BIAS_BASE_MV) ** 2 \
+        + (est.s_shift * estimator.SHIFT_SIGMA_REL) ** 2
+    assert consider > 8.0          # ~(3 %)^2 of the bias and (1.5 %)^2 of the shift
+    assert abs(est.soc_state()[1] - math.sqrt(own + consider) * 0.01) < 1e-6
+    assert est.soc_sigma() > est.soc_state()[1] and est.soc_sigma() < sig0
+    b, sh = est.s_bias, est.s_shift
+    est.pseudo_soc(est.soc(), 0.01)                         # a re-sync at 1 % sigma
+    f = 1.0 / (own + 1.0)
+    assert abs(est.s_bias - f * b) < 1e-6 * b and abs(est.s_shift - f * sh) < 1e-6 * sh
 
 
 def test_ocv_rises_past_the_top_of_the_soc_grid_and_all_else_holds():
