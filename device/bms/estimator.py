@@ -53,15 +53,14 @@ Q_TEMP_PER_C2 = 0.06      # degC per sqrt(s) per C^2, added in quadrature
 # (% per mV), carried from step to step: each voltage update that takes the share a of
 # the SOC's variance gives s <- (1 - a) s + a / slope. Where the filter reads the voltage
 # s is 1 / slope; where it coulomb-counts (the flat-OCV noise) it keeps what the last
-# reading left. An LFP drive from full, read at its steep top: mean sigma 3.6-4.1 % ->
-# 1.4-2.8 %, and the SOC started 20 points off mid-plateau, read there: 3.0-3.3 % ->
-# 3.7-4.1 % (b / slope at every step had both the same). The shift's error (below) is
-# carried the same way. Then the OCV table's own SOC-axis uncertainty: at the ends of
-# the OCV the slope is steep,
-# b / slope vanishes, yet a measured cell's rested voltage there still moves for hours
-# after a load and its end points shift with temperature and rate (measured LG M50,
-# bms-host bench real: SOC off by 0.6-1.3 points in the rests near empty, where
-# b / slope gave a 0.1 point sigma).
+# reading left. LFP urban and highway drives from full, read at the steep top: mean
+# sigma 3.6-4.9 % -> 1.4-3.3 %; the SOC started 20 points off mid-plateau, read there:
+# 3.0-3.3 % -> 3.7-4.1 % (b / slope at every step had given both the same). The shift's
+# error (below) is carried the same way. Then the OCV table's own SOC-axis uncertainty:
+# at the ends of the OCV the slope is steep, b / slope vanishes, yet a measured cell's
+# rested voltage there still moves for hours after a load and its end points shift with
+# temperature and rate (measured LG M50, bms-host bench real: SOC off by 0.6-1.3 points
+# in the rests near empty, where b / slope gave a 0.1 point sigma).
 BIAS_BASE_MV = 6.0
 SIGMA_SOC_OCV = 0.5       # % SOC, added in quadrature
 BIAS_TAU_S = 300.0
