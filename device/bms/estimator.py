@@ -171,6 +171,7 @@ class CellEstimator:
         self.flat_slope = 1.0     # the OCV secant _flat_noise used (mV per % SOC)
         self.s_bias = 0.0         # SOC error per mV of unseen voltage bias (% / mV)
         self.s_shift = 0.0        # SOC error per unit of relative shift-gain error (%)
+        self.cons_p = (0.0, 0.0, 0.0)
         self.flat_age_s = FLAT_EVERY_S
         v_max = self.limits.get("v_max")
         v_min = self.limits.get("v_min")
@@ -219,6 +220,7 @@ class CellEstimator:
         self.bias_mv = 0.0
         self.s_bias = 0.0
         self.s_shift = 0.0
+        self.cons_p = (P[0], P[ukf.BIAS], P[ukf.BIAS * (n + 1)])   # _consider's last P
         self.flat_age_s = FLAT_EVERY_S    # look the OCV slope up on the first step
         self.out[ukf.OUT_V] = model.ocv(self.p, soc, temp_c, self.tab)  # prediction at rest
         self.out[ukf.OUT_TS] = temp_c
@@ -316,13 +318,14 @@ class CellEstimator:
         # flat-OCV noise (FLAT_*), worked out every FLAT_EVERY_S: on rp2 each float is a
         # heap object, and doing it every step of 16 cells stretched the time between a
         # cell's steps from 0.8 to 1.3 s (bench target)
+        cap_as = self.capacity_ah() * 3600.0
         self.flat_age_s += dt_s
         if self.flat_age_s >= FLAT_EVERY_S:
+            self._consider(cap_as)
             self._flat_noise()
         if self.flat_var > 0.0:
             extra += self.flat_var / dt_s
         v_term = v_meas
-        cap_as = self.capacity_ah() * 3600.0
         if self.hyst is not None:
             v_meas, var = self._hysteresis(i_a, v_meas, dt_s, cap_as)
             extra += var
@@ -346,16 +349,7 @@ class CellEstimator:
         u[ukf.U_SHIFT] = self.shift
         soc_before = self.x[ukf.SOC]
         self.rv_mv2 = cfg[ukf.CFG_RV]  # the voltage noise variance this step uses
-        # the SOC's predicted variance (its dynamics are linear: the offset state's share
-        # and the process noise), to see what share of it the update takes (_consider)
-        P = self.P
-        c = 0.1 * dt_s / cap_as        # % SOC per mA of offset over the step
-        qs = cfg[ukf.CFG_Q + ukf.SOC]
-        p_prior = P[0] + c * (2.0 * P[ukf.BIAS] + c * P[ukf.BIAS * (ukf.NX + 1)]) \
-            + qs * qs * dt_s
         st = self.backend.step(self.x, self.P, self.p, cfg, u, self.out)
-        if st == ukf.OK and v_meas == v_meas and p_prior > 0.0:
-            self._consider(1.0 - P[0] / p_prior)
         self.status = st
         if st != ukf.OK:
             self.errors += 1
@@ -413,11 +407,22 @@ class CellEstimator:
             self.cap.update(self, i_a, v_meas, dt_s)
         return st
 
-    def _consider(self, a):
+    def _consider(self, cap_as):
         """The SOC's sensitivity to an unseen voltage bias and to the shift's gain error,
-        after a voltage update that took the share a of the SOC's variance: the update's
-        gain is a / slope (the slope floored at 1 mV per %, as soc_sigma's), a bias b
-        enters the SOC by gain * b and the shift's error by gain * slope * shift."""
+        brought up to date every FLAT_EVERY_S (on a Pico, per step it took a 16-cell
+        pack's time between a cell's steps from 0.8 to 1.1 s): the voltage updates since
+        took the share a of the SOC's variance, which without them would have grown as
+        its linear prediction says (the offset state's share and the process noise).
+        Their gain was a / slope (the slope floored at 1 mV per %, as soc_sigma's): a bias
+        b entered the SOC by gain * b and the shift's error by gain * slope * shift."""
+        P = self.P
+        p0, psb, pbb = self.cons_p
+        dt = self.flat_age_s
+        c = 0.1 * dt / cap_as          # % SOC per mA of offset over the time
+        q = self.cfg[ukf.CFG_Q + ukf.SOC]
+        pred = p0 + c * (2.0 * psb + c * pbb) + q * q * dt
+        self.cons_p = (P[0], P[ukf.BIAS], P[ukf.BIAS * (ukf.NX + 1)])
+        a = 1.0 - P[0] / pred if pred > 0.0 else 0.0
         a = 0.0 if a < 0.0 else (1.0 if a > 1.0 else a)
         h = self.flat_slope
         k = a / (h if h > 1.0 else 1.0)
@@ -541,19 +546,21 @@ class CellEstimator:
                 P[k] = 0.0
                 P[k * n] = 0.0
             P[0] = r
-            return
-        col = [P[k * n] for k in range(n)]   # column 0 (= row 0)
-        for a in range(n):
-            ka = col[a] / s
-            x[a] += ka * d
-            for b in range(a, n):
-                v = P[a * n + b] - ka * col[b]
-                P[a * n + b] = v
-                P[b * n + a] = v
-        if x[ukf.SOC] > SOC_HI_PCT:
-            x[ukf.SOC] = SOC_HI_PCT
-        elif x[ukf.SOC] < SOC_LO_PCT:
-            x[ukf.SOC] = SOC_LO_PCT
+        else:
+            col = [P[k * n] for k in range(n)]   # column 0 (= row 0)
+            for a in range(n):
+                ka = col[a] / s
+                x[a] += ka * d
+                for b in range(a, n):
+                    v = P[a * n + b] - ka * col[b]
+                    P[a * n + b] = v
+                    P[b * n + a] = v
+            if x[ukf.SOC] > SOC_HI_PCT:
+                x[ukf.SOC] = SOC_HI_PCT
+            elif x[ukf.SOC] < SOC_LO_PCT:
+                x[ukf.SOC] = SOC_LO_PCT
+        # this update's share of the SOC's variance is not the voltage's (_consider)
+        self.cons_p = (P[0], self.cons_p[1], self.cons_p[2])
 
     def update_sop(self, ta_c):
         self.power.update(self.p, self.x, ta_c, self.tab, self.capacity_ah() * 3600.0,

@@ -199,15 +199,21 @@ def test_the_soc_keeps_what_its_voltage_readings_put_in_it():
     for _ in range(300):
         est.step(0.0, v, 25.0, 25.0, 2.0)
     assert abs(est.s_bias - 0.5) < 0.05, est.s_bias          # % per mV = 1 / slope
-    # two updates that each take half the SOC's variance, under a 0.1 shift: the shift's
-    # error enters at gain * slope * 10 points, gain = 0.5 / slope
+    # twice, updates that took three quarters of the SOC's variance, under a 0.1 shift:
+    # the shift's error enters at gain * slope * 10 points, gain = 0.75 / slope (0.375)
+    own = est.P[0]
+    s_bias = est.s_bias
     est.s_shift = 0.0
     est.shift = 0.1
     est.flat_slope = 2.0
-    est._consider(0.5)
-    est._consider(0.5)
-    assert abs(est.s_shift - (0.5 * 5.0 + 5.0)) < 1e-9, est.s_shift
-    own = est.P[0]
+    for _ in range(2):
+        est.cons_p = (4.0 * own, 0.0, 0.0)        # the variance the last look saw
+        est.flat_age_s = 0.0
+        est._consider(CAP * 3600.0)
+    want_shift = 0.25 * (0.375 * 2.0 * 10.0) + 0.375 * 2.0 * 10.0
+    want_bias = 0.25 * (0.25 * s_bias + 0.375) + 0.375
+    assert abs(est.s_shift - want_shift) < 1e-5, (est.s_shift, want_shift)
+    assert abs(est.s_bias - want_bias) < 1e-6, (est.s_bias, want_bias)
     consider = (est.s_bias * estimator.BIAS_BASE_MV) ** 2 \
         + (est.s_shift * estimator.SHIFT_SIGMA_REL) ** 2
     assert consider > 8.0          # ~(3 %)^2 of the bias and (1.5 %)^2 of the shift
