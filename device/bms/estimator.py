@@ -50,8 +50,8 @@ Q_TEMP_PER_C2 = 0.06      # degC per sqrt(s) per C^2, added in quadrature
 # does not count. soc_sigma() adds it (Schmidt's "consider"): the slow mean of the
 # innovation, a bias the filter sees now, through the local slope, b / (dOCV/dSOC); and
 # the calibration's unseen bias BIAS_BASE_MV through the SOC's sensitivity to it, s_bias
-# (% per mV), carried from step to step: each voltage update that takes the share a of
-# the SOC's variance gives s <- (1 - a) s + a / slope. Where the filter reads the voltage
+# (% per mV), carried along (_consider, every FLAT_EVERY_S): voltage updates that took
+# the share a of the SOC's variance give s <- (1 - a) s + a / slope. Where it reads the voltage
 # s is 1 / slope; where it coulomb-counts (the flat-OCV noise) it keeps what the last
 # reading left. LFP urban and highway drives from full, read at the steep top: mean
 # sigma 3.6-4.9 % -> 1.4-3.3 %; the SOC started 20 points off mid-plateau, read there:
