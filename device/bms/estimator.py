@@ -220,7 +220,7 @@ class CellEstimator:
         self.bias_mv = 0.0
         self.s_bias = 0.0
         self.s_shift = 0.0
-        self.cons_p = (P[0], P[ukf.BIAS], P[ukf.BIAS * (n + 1)])   # _consider's last P
+        self.cons_p = self._cons_ref()
         self.flat_age_s = FLAT_EVERY_S    # look the OCV slope up on the first step
         self.out[ukf.OUT_V] = model.ocv(self.p, soc, temp_c, self.tab)  # prediction at rest
         self.out[ukf.OUT_TS] = temp_c
@@ -421,13 +421,19 @@ class CellEstimator:
         c = 0.1 * dt / cap_as          # % SOC per mA of offset over the time
         q = self.cfg[ukf.CFG_Q + ukf.SOC]
         pred = p0 + c * (2.0 * psb + c * pbb) + q * q * dt
-        self.cons_p = (P[0], P[ukf.BIAS], P[ukf.BIAS * (ukf.NX + 1)])
+        self.cons_p = self._cons_ref()
         a = 1.0 - P[0] / pred if pred > 0.0 else 0.0
         a = 0.0 if a < 0.0 else (1.0 if a > 1.0 else a)
         h = self.flat_slope
         k = a / (h if h > 1.0 else 1.0)
         self.s_bias = (1.0 - a) * self.s_bias + k
         self.s_shift = (1.0 - a) * self.s_shift + k * h * 100.0 * self.shift
+
+    def _cons_ref(self):
+        """What _consider compares the next SOC variance with: P's SOC variance, its
+        covariance with the offset state and the offset's variance, now."""
+        P = self.P
+        return (P[0], P[ukf.BIAS], P[ukf.BIAS * (ukf.NX + 1)])
 
     def _consider_var(self):
         """%^2: what an unseen bias and the shift's error have put into the SOC."""
@@ -478,7 +484,7 @@ class CellEstimator:
                         - model.ocv(self.p, lo, tc, self.tab)) / (hi - lo)
         self.flat_slope = slope
         e = FLAT_MODEL_MV + FLAT_REL * self.eta_mv
-        d = self.shift_sigma_pct() * slope
+        d = SHIFT_SIGMA_REL * 100.0 * self.shift * slope
         e = math.sqrt(e * e + d * d)
         g = FLAT_SOC_PCT * slope / e
         self.flat_var = e * e * FLAT_TAU_S * (1.0 - g * g) if g < 1.0 else 0.0
@@ -511,9 +517,7 @@ class CellEstimator:
             model.lookup(self.p, x[ukf.SOC] * 0.01, tc, tab, model.R0 + 1)
             drop_mv = 1000.0 * self.tab[model.R0] * i_a + x[ukf.V1] + x[ukf.V2]
             z = model.soc_from_ocv(self.p, v - self.hyst_v + drop_mv * 0.001, tc, tab)
-            lo = z - 0.02 if z > 0.02 else 0.0
-            slope = 250.0 * (model.ocv(self.p, lo + 0.04, tc, tab)
-                             - model.ocv(self.p, lo, tc, tab))   # mV per % SOC
+            slope = self._ocv_slope(z, tc)
             if slope <= 0.1:
                 return
             e = soh.ocv_sigma_mv(tc)
@@ -578,21 +582,18 @@ class CellEstimator:
         v = v if v > 0.0 else 0.0
         v += self._consider_var()
         if self.bias_mv != 0.0:
-            soc = self.x[ukf.SOC] / 100.0
-            tc = self.x[ukf.TC]
-            lo = soc - 0.02 if soc > 0.02 else 0.0
-            hi = lo + 0.04
-            slope = 250.0 * (model.ocv(self.p, hi, tc, self.tab)
-                             - model.ocv(self.p, lo, tc, self.tab))
+            slope = self._ocv_slope(self.x[ukf.SOC] / 100.0, self.x[ukf.TC])
             if slope < 1.0:
                 slope = 1.0        # mV per % SOC, flat regions floored
             v += self.bias_mv * self.bias_mv / (slope * slope)
         v += SIGMA_SOC_OCV * SIGMA_SOC_OCV
         return math.sqrt(v) / 100.0
 
-    def shift_sigma_pct(self):
-        """% SOC: what the diffusion shift's gain error (SHIFT_SIGMA_REL) moves the SOC by."""
-        return SHIFT_SIGMA_REL * 100.0 * self.shift
+    def _ocv_slope(self, soc, tc):
+        """The OCV's slope at soc (mV per % SOC), over the 4 points from soc - 2."""
+        lo = soc - 0.02 if soc > 0.02 else 0.0
+        return 250.0 * (model.ocv(self.p, lo + 0.04, tc, self.tab)
+                        - model.ocv(self.p, lo, tc, self.tab))
 
     def temp_core_c(self):
         return self.x[ukf.TC]
