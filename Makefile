@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PYBAMM_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: setup apt demo demo-aging test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging \
+.PHONY: setup apt demo demo-aging test firmware-test-builds lint bench bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging bench-zero \
         calibration calibration-real bench-real firmware unix-port deploy clean
 
 setup: $(STAMP)
@@ -46,7 +46,7 @@ test: $(STAMP) apt firmware-test-builds
 	mkdir -p build/tmp
 	TMPDIR=$(CURDIR)/build/tmp $(BIN)/pytest
 
-bench: bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging
+bench: bench-accuracy bench-speed bench-telemetry bench-target bench-fleet bench-aging bench-zero
 
 bench-accuracy: $(STAMP)
 	$(BIN)/bms-host bench accuracy
@@ -68,6 +68,10 @@ bench-fleet: $(STAMP) apt
 # (data/lgm50_aged*), with the fresh calibration
 bench-aging: $(STAMP)
 	$(BIN)/bms-host bench aging
+
+# the current sensor's zero with both FETs open, on the simulated board (seconds)
+bench-zero: $(STAMP)
+	$(BIN)/bms-host bench zero
 
 # the application on the Pico firmware in rp2040js: tick times and heap, 1/4/16 cells
 bench-target: $(STAMP) apt

@@ -211,6 +211,7 @@ class SimBoard:
         self.soc = soc
         self.age = age      # (capacity retention, resistance growth or None), or None
         self.cv_v = cv_v
+        self.current_offset_a = 0.0   # what the current sensor reads with no current
         if age is not None and self.trace is not None and self.trace.playback:
             raise ValueError("sim: an age applies to the model plant; a trace with voltage_v "
                              "and temperature_c plays its recorded cell as it is")
@@ -288,7 +289,7 @@ class SimBoard:
 
     def _write(self):
         p = self.plant
-        self.ina.set_current_a(p.current_a)
+        self.ina.set_current_a(p.current_a + self.current_offset_a)
         b = self.board
         stack = 0.0
         for k in range(self.cells):

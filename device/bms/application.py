@@ -5,8 +5,8 @@ import gc
 import sys
 
 from bms.compat import ticks_diff, ticks_ms, ticks_us
-from bms import backends, balancing, calfile, calstore, estimator, faultlog, model, \
-    protection, sensors, sohstore, sop
+from bms import backends, balancing, calfile, calstore, currentzero, estimator, faultlog, \
+    model, protection, sensors, sohstore, sop
 
 FAST_MS = 10
 EST_MS = 100
@@ -135,6 +135,7 @@ class App:
         # Charge counted as an integer: mA*s plus a uA*s remainder (small ints only).
         self.charge_mas = 0
         self._rem_uas = 0
+        self.zero = currentzero.CurrentZero()   # the current sensor's offset, FETs open
         self._cell_mas = [0] * self.n      # counter value at each cell's last update
         self._cell_ms = [None] * self.n    # time of each cell's last update
         self.now_ms = 0
@@ -240,6 +241,7 @@ class App:
     def estimator_tick(self, now_ms):
         t0 = ticks_us()
         s = self.sensors.sample
+        self._current_zero(s, now_ms)
         if s.t_ms is not None and s.current_st == sensors.OK and self.cells:
             # The estimator is advisory: whatever it raises is counted and logged, and
             # the fast tick (protection, FETs) and the watchdog go on regardless.
@@ -260,6 +262,19 @@ class App:
         self._gc_step()
         self.checkins["estimator"] = True
         self.est_stats.add(ticks_diff(ticks_us(), t0))
+
+    def _current_zero(self, s, now_ms):
+        """With both FETs open (on a board that has both) no current flows: the sensor's
+        reading is its offset (currentzero.py), given to every cell's filter. A sample
+        without a valid current ends the window: the charge counter skipped it."""
+        hw, p = self.hw, self.protection
+        shut = (s.t_ms is not None and s.current_st == sensors.OK
+                and hw.charge_fet is not None and hw.discharge_fet is not None
+                and not p.charge_fet_on and not p.discharge_fet_on)
+        z = self.zero.update(shut, self.charge_mas, now_ms)
+        if z is not None:
+            for c in self.cells:
+                c.current_zero(z, currentzero.SIGMA_MA)
 
     def _gc_step(self):
         """Collect every gc_every-th estimator tick (see GC_SPAN); set the next interval."""
@@ -420,6 +435,10 @@ class App:
             "fet_dsg": p.discharge_fet_on,
             "faults": sorted(p.active),
             "charge_mas": self.charge_mas,
+            # the current sensor's offset as read with both FETs open (None: not yet),
+            # and as each cell's filter holds it
+            "i_zero_ma": self.zero.last_ma,
+            "i_bias_ma": [c.bias_a() * 1000.0 for c in cells],
             "loop_fast": self.fast_stats.as_dict(),
             "loop_est": self.est_stats.as_dict(),
             "backend": cells[0].backend.name if cells else "none",
@@ -512,6 +531,9 @@ def _print_status(d):
         _fmt(d["i_a"]), _fmt(d["soc_pack"] * 100 if d["soc_pack"] is not None else None,
                              "%.1f"),
         _fmt(d["soh"]), "on" if d["fet_chg"] else "OFF", "on" if d["fet_dsg"] else "OFF"))
+    if d["i_bias_ma"]:
+        w("current sensor offset: %s mA learnt, %s mA read with the FETs open\n" % (
+            _fmt(d["i_bias_ma"][0], "%.1f"), _fmt(d["i_zero_ma"], "%.1f")))
     if d["sop_dis_a"]:
         w("SOP 2/10/30 s: discharge %s A, charge %s A\n" % (
             "/".join(_fmt(x, "%.1f") for x in d["sop_dis_a"]),

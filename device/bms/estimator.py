@@ -551,20 +551,39 @@ class CellEstimator:
                 P[k * n] = 0.0
             P[0] = r
         else:
-            col = [P[k * n] for k in range(n)]   # column 0 (= row 0)
-            for a in range(n):
-                ka = col[a] / s
-                x[a] += ka * d
-                for b in range(a, n):
-                    v = P[a * n + b] - ka * col[b]
-                    P[a * n + b] = v
-                    P[b * n + a] = v
+            self._scalar_update(ukf.SOC, d, s)
             if x[ukf.SOC] > SOC_HI_PCT:
                 x[ukf.SOC] = SOC_HI_PCT
             elif x[ukf.SOC] < SOC_LO_PCT:
                 x[ukf.SOC] = SOC_LO_PCT
         # this update's share of the SOC's variance is not the voltage's (_consider)
         self.cons_p = (P[0], self.cons_p[1], self.cons_p[2])
+
+    def _scalar_update(self, k, d, s):
+        """One Kalman update of x and P by a direct measurement of state k: d the
+        measurement less x[k], s its variance plus P's (H = e_k: every state moves by its
+        covariance with state k, P stays symmetric)."""
+        x, P, n = self.x, self.P, ukf.NX
+        col = [P[j * n + k] for j in range(n)]   # column k (= row k)
+        for a in range(n):
+            ka = col[a] / s
+            x[a] += ka * d
+            for b in range(a, n):
+                v = P[a * n + b] - ka * col[b]
+                P[a * n + b] = v
+                P[b * n + a] = v
+
+    def current_zero(self, zero_ma, sigma_ma):
+        """The current sensor's offset (mA, sigma_ma) read while no current could flow
+        (currentzero.py): a direct measurement of the offset state. The SOC moves with it
+        by what the filter had put of that offset into the SOC (their covariance)."""
+        P, b = self.P, ukf.BIAS * (ukf.NX + 1)
+        s = P[b] + sigma_ma * sigma_ma
+        if not self.ready or not s > 0.0 or zero_ma != zero_ma:
+            return
+        self._scalar_update(ukf.BIAS, zero_ma - self.x[ukf.BIAS], s)
+        # not a voltage reading: _consider starts its comparison from here
+        self.cons_p = self._cons_ref()
 
     def update_sop(self, ta_c):
         self.power.update(self.p, self.x, ta_c, self.tab, self.capacity_ah() * 3600.0,

@@ -2,7 +2,8 @@
 import argparse
 import importlib
 
-HELP = "run a benchmark and print its table: speed, accuracy, telemetry, target or real"
+HELP = ("run a benchmark and print its table: speed, accuracy, telemetry, target, aging, "
+        "fleet, real or zero")
 
 BENCHES = {
     "speed": "bms_host.bench_speed",
@@ -12,6 +13,7 @@ BENCHES = {
     "aging": "bms_host.bench_aging",
     "fleet": "bms_host.bench_fleet",
     "real": "bms_host.bench_real",
+    "zero": "bms_host.bench_zero",
 }
 
 
