@@ -91,6 +91,12 @@ def reset_faults():
     return _need_app().reset_faults()
 
 
+def zero_current():
+    """Read the current sensor's zero now: both FETs open for about 12 s (the load and
+    the charger are cut), then protection drives them again. Prints what happens."""
+    print(_need_app().zero_current())
+
+
 def run(seconds, step=None):
     """Advance the simulated board by `seconds` of virtual time (sim board only). With
     step (seconds, e.g. 30) it runs fast: one sensor read and estimator step per trace

@@ -19,6 +19,8 @@ EST_BUDGET_US = 16000
 FAULTLOG_PATH = "faults.json"
 EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
 UPLOAD_PATH = "cal/upload.json"
+# zero_current(): both FETs held open at most this long (the reading ends it sooner)
+ZERO_HOLD_MS = currentzero.SETTLE_MS + currentzero.WINDOW_MS + 1000
 ISSUED_PATH = "cal/issued"     # issue number of the last calibration applied over MQTT
 # Garbage collection happens at the end of an estimator tick, never in a fast tick: a
 # collection costs ~12 ms on a Pico with a 16-cell app. Every gc_every-th estimator tick
@@ -136,6 +138,9 @@ class App:
         self.charge_mas = 0
         self._rem_uas = 0
         self.zero = currentzero.CurrentZero()   # the current sensor's offset, FETs open
+        self.zero_since = None     # a maker's zero_current(): both FETs held open since (ms)
+        self.fet_chg = False       # the FETs as driven: protection's, less a zero's hold
+        self.fet_dsg = False
         self._cell_mas = [0] * self.n      # counter value at each cell's last update
         self._cell_ms = [None] * self.n    # time of each cell's last update
         self.now_ms = 0
@@ -228,13 +233,21 @@ class App:
         p = self.protection
         p.update(s, now_ms)
         hw = self.hw
+        chg, dsg = p.charge_fet_on, p.discharge_fet_on
+        if self.zero_since is not None:
+            # a zero_current() request only ever opens: protection still decides closing
+            if ticks_diff(now_ms, self.zero_since) < ZERO_HOLD_MS:
+                chg = dsg = False
+            else:
+                self.zero_since = None
+        self.fet_chg, self.fet_dsg = chg, dsg
         # a FET driver (drivers.fet.Fet) knows its state: no call when nothing changes
-        f, on = hw.charge_fet, p.charge_fet_on
-        if f is not None and getattr(f, "is_on", None) != on:
-            f.set(on)
-        f, on = hw.discharge_fet, p.discharge_fet_on
-        if f is not None and getattr(f, "is_on", None) != on:
-            f.set(on)
+        f = hw.charge_fet
+        if f is not None and getattr(f, "is_on", None) != chg:
+            f.set(chg)
+        f = hw.discharge_fet
+        if f is not None and getattr(f, "is_on", None) != dsg:
+            f.set(dsg)
         self.checkins["fast"] = True
         self.fast_stats.add(ticks_diff(ticks_us(), t0))
 
@@ -267,14 +280,32 @@ class App:
         """With both FETs open (on a board that has both) no current flows: the sensor's
         reading is its offset (currentzero.py), given to every cell's filter. A sample
         without a valid current ends the window: the charge counter skipped it."""
-        hw, p = self.hw, self.protection
+        hw = self.hw
         shut = (s.t_ms is not None and s.current_st == sensors.OK
                 and hw.charge_fet is not None and hw.discharge_fet is not None
-                and not p.charge_fet_on and not p.discharge_fet_on)
+                and not self.fet_chg and not self.fet_dsg)
         z = self.zero.update(shut, self.charge_mas, now_ms)
         if z is not None:
+            self.zero_since = None    # a maker's request is done: the FETs may close
             for c in self.cells:
                 c.current_zero(z, currentzero.SIGMA_MA)
+
+    def zero_current(self):
+        """Open both FETs for one reading of the current sensor's zero (currentzero.py):
+        the load and the charger are cut for about 12 s, then protection drives the FETs
+        again. Returns one sentence: what happens, or why it cannot."""
+        hw = self.hw
+        if hw.charge_fet is None or hw.discharge_fet is None:
+            return ("this board cannot open both a charge and a discharge FET, so current "
+                    "may flow: no zero to read")
+        st = self.sensors.sample.current_st
+        if st != sensors.OK:
+            return "the current sensor reads %s: no zero to read" % sensors.STATUS[st]
+        self.zero.update(False, self.charge_mas, self.now_ms)   # a new opening from now
+        self.zero_since = self.now_ms
+        return ("both FETs open for about %d s (load and charger cut) to read the current "
+                "sensor's zero; bms.status() shows it when done"
+                % ((currentzero.SETTLE_MS + currentzero.WINDOW_MS) // 1000))
 
     def _gc_step(self):
         """Collect every gc_every-th estimator tick (see GC_SPAN); set the next interval."""
@@ -431,8 +462,9 @@ class App:
             if cells else [],
             "sop_chg_a": [min(c.i_chg[h] for c in cells) for h in range(len(sop.HORIZONS_S))]
             if cells else [],
-            "fet_chg": p.charge_fet_on,
-            "fet_dsg": p.discharge_fet_on,
+            "fet_chg": self.fet_chg,
+            "fet_dsg": self.fet_dsg,
+            "zeroing": self.zero_since is not None,
             "faults": sorted(p.active),
             "charge_mas": self.charge_mas,
             # the current sensor's offset as read with both FETs open (None: not yet),
@@ -534,6 +566,8 @@ def _print_status(d):
     if d["i_bias_ma"]:
         w("current sensor offset: %s mA learnt, %s mA read with the FETs open\n" % (
             _fmt(d["i_bias_ma"][0], "%.1f"), _fmt(d["i_zero_ma"], "%.1f")))
+    if d["zeroing"]:
+        w("reading the current sensor's zero: both FETs held open\n")
     if d["sop_dis_a"]:
         w("SOP 2/10/30 s: discharge %s A, charge %s A\n" % (
             "/".join(_fmt(x, "%.1f") for x in d["sop_dis_a"]),

@@ -99,3 +99,37 @@ def test_without_fets_to_open_nothing_is_read():
     r.inject("temp_open", 0)
     r.run(13.0)
     assert app.status(False)["i_zero_ma"] is None
+
+
+def test_a_makers_request_opens_both_fets_reads_the_zero_and_closes_them():
+    r, app = _app(OFFSET_A)
+    assert app.fet_chg and app.fet_dsg and app.zero.last_ma is None
+    said = app.zero_current()
+    assert "both FETs open" in said, said
+    r.run(1.0)
+    st = app.status(False)
+    assert st["zeroing"] and not st["fet_chg"] and not st["fet_dsg"], st
+    assert app.protection.charge_fet_on and app.protection.discharge_fet_on  # no fault
+    r.run(12.0)
+    st = app.status(False)
+    assert st["i_zero_ma"] is not None and abs(st["i_zero_ma"] - 30.0) < 2.0, st["i_zero_ma"]
+    assert not st["zeroing"] and st["fet_chg"] and st["fet_dsg"], st   # closed again
+    for k in range(2):
+        assert abs(st["i_bias_ma"][k] - 30.0) < 3.0, st["i_bias_ma"]
+
+
+def test_a_request_does_not_close_fets_that_a_fault_holds_open():
+    r, app = _app(OFFSET_A)
+    r.inject("temp_open", 0)
+    app.zero_current()
+    r.run(15.0)
+    assert not app.fet_chg and not app.fet_dsg and not app.status(False)["zeroing"]
+
+
+def test_a_request_without_both_fets_says_why_and_opens_nothing():
+    r, app = _app(OFFSET_A)
+    app.hw.discharge_fet = None           # a charge-only switch: discharge may still flow
+    said = app.zero_current()
+    assert "cannot" in said and app.zero_since is None, said
+    r.run(13.0)
+    assert app.fet_chg and app.status(False)["i_zero_ma"] is None
