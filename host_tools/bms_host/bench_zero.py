@@ -7,10 +7,10 @@ simulated board (the device code, in CPython, on the calibrated model as the pla
 simulation, not a measured cell) with a current sensor that reads +30 mA at no current.
 One cell rests at SOC 0.6, for each calibration (the LFP, whose OCV is flat there, and
 the LG M50). After the boot the filter is put on the plant's SOC (a known start, as
-after a full charge), then either a fault opens both FETs for 15 s (a sensor fault,
-cleared and reset by hand) and the device reads the sensor's zero
-(bms/currentzero.py), or it does not; then the pack rests for H hours (default 12, a
-night) with the FETs closed. The table shows the offset each filter holds at the end,
+after a full charge), then either the maker asks for the zero (`bms.zero_current()`:
+both FETs open until the device has read the sensor's zero, bms/currentzero.py, about
+12 s) or not; then the pack rests for H hours (default 12, a night) with the FETs
+closed. The table shows the offset each filter holds at the end,
 the SOC error and sigma against the plant's SOC, and what counting the offset gives.
 
 Floors (with the zero): the filter's offset within 2 mA of the sensor's and the SOC
@@ -47,16 +47,12 @@ def run_case(path, zero, hours):
     c.init(board.plant.cells[0].soc, c.temp_core_c(), START_SIGMA)
     t0_ms = app.now_ms
     if zero:
-        r.inject("temp_open", 0)     # a sensor fault holds both FETs open
-        r.run(15.0)
-        r.inject("clear")
-        r.run(1.0)
-        app.reset_faults()
-    else:
-        r.run(16.0)
-    r.run(2.0)
-    if not (app.protection.charge_fet_on and app.protection.discharge_fet_on):
-        raise RuntimeError("bench zero: the FETs did not close again after the fault")
+        said = app.zero_current()
+        if "both FETs open" not in said:
+            raise RuntimeError("bench zero: " + said)
+    r.run(15.0)
+    if not (app.fet_chg and app.fet_dsg):
+        raise RuntimeError("bench zero: the FETs did not close again after the zero")
     r.run(hours * 3600.0, 30.0)
     err = 100.0 * (c.soc() - board.plant.cells[0].soc)
     cc = -100.0 * OFFSET_A * (app.now_ms - t0_ms) / 3.6e6 / c.nominal_ah
@@ -87,7 +83,7 @@ def main(argv=None):
             read, held, err, sig, cc = run_case(CALIBRATION_DIR / (name + ".json"), zero,
                                                 args.hours)
             print("%-6s | %-15s | %7s | %9.1f | %+9.2f | %9.2f | %+10.2f" % (
-                name, "FETs open 15 s" if zero else "FETs closed",
+                name, "zero_current()" if zero else "FETs closed",
                 "%.1f" % read if read is not None else "-", held, err, sig, cc))
             if zero:
                 ok = ok and abs(held - 1000 * OFFSET_A) <= FLOOR_OFFSET_MA \
