@@ -133,7 +133,10 @@ class Runner:
             if n % 10 == 0 and self.interrupted():
                 raise KeyboardInterrupt
             n += 1
-            dt = int(sb.next_step_s(max_step_s) * 1000 + 0.5)
+            # a zero_current() request reads the sensor over seconds: steps of 1 s at most
+            # until it is done, or a 30 s step would end the hold before the window
+            step_s = max_step_s if app.zero_since is None or max_step_s < 1.0 else 1.0
+            dt = int(sb.next_step_s(step_s) * 1000 + 0.5)
             dt = left if dt > left else (FAST_MS if dt < FAST_MS else dt)
             left -= dt
             sb.advance(dt / 1000.0)

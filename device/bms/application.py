@@ -20,8 +20,9 @@ FAULTLOG_PATH = "faults.json"
 EST_FAIL_SWITCH = 10   # estimator ticks failing in a row before the next backend takes over
 UPLOAD_PATH = "cal/upload.json"
 ISSUED_PATH = "cal/issued"     # issue number of the last calibration applied over MQTT
-# zero_current(): both FETs held open at most this long (the reading ends it sooner)
-ZERO_HOLD_MS = currentzero.SETTLE_MS + currentzero.WINDOW_MS + 1000
+# zero_current(): both FETs held open at most this long; the reading ends it sooner (on a
+# board ~12.1 s in; the simulator's 1 s steps add up to a step at each of its 3 stages)
+ZERO_HOLD_MS = currentzero.SETTLE_MS + currentzero.WINDOW_MS + 5000
 # Garbage collection happens at the end of an estimator tick, never in a fast tick: a
 # collection costs ~12 ms on a Pico with a 16-cell app. Every gc_every-th estimator tick
 # collects. gc.mem_free() walks the whole allocation table (~2 ms on a Pico), so the heap

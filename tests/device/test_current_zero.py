@@ -133,3 +133,12 @@ def test_a_request_without_both_fets_says_why_and_opens_nothing():
     assert "cannot" in said and app.zero_since is None, said
     r.run(13.0)
     assert app.fet_chg and app.status(False)["i_zero_ma"] is None
+
+
+def test_a_request_is_read_in_the_simulators_fast_steps_too():
+    r, app = _app(OFFSET_A)
+    app.zero_current()
+    r.run(60.0, 30.0)                     # bms.run(60, 30): steps of 1 s while it reads
+    st = app.status(False)
+    assert st["i_zero_ma"] is not None and abs(st["i_zero_ma"] - 30.0) < 2.0, st["i_zero_ma"]
+    assert st["fet_chg"] and st["fet_dsg"] and not st["zeroing"], st
